@@ -1,0 +1,72 @@
+"""Typed settings: one home for local state, read from the environment (SENTINOVA_*)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
+
+
+class Settings(BaseSettings):
+    """Where Sentinova keeps its state and which backends it talks to."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTINOVA_", extra="ignore")
+
+    home: Path = Path(".sentinova")
+    warehouse: Literal["duckdb", "snowflake"] = "duckdb"
+    snowflake_connector_block: str = "sentinova-snowflake"
+    model_name: str = "sentinova-sentiment"
+    experiment: str = "sentinova"
+    champion_alias: str = "champion"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.home / "mlartifacts").resolve()
+
+    @property
+    def prefect_home(self) -> Path:
+        return (self.home / "prefect").resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings, creating the home folder on first use."""
+    settings = Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def configure_prefect_home() -> None:
+    """Keep Prefect's local state under SENTINOVA_HOME unless the user chose a PREFECT_HOME."""
+    os.environ.setdefault("PREFECT_HOME", str(get_settings().prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def configure_mlflow() -> str:
+    """Point MLflow at the sqlite store under SENTINOVA_HOME (or MLFLOW_TRACKING_URI) and return it."""
+    import mlflow
+
+    settings = get_settings()
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow_tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if mlflow.get_experiment_by_name(settings.experiment) is None:
+        mlflow.create_experiment(
+            settings.experiment, artifact_location=settings.artifact_root.as_uri()
+        )
+    mlflow.set_experiment(settings.experiment)
+    return uri

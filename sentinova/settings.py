@@ -54,6 +54,8 @@ def configure_prefect_home() -> None:
     os.environ.setdefault("PREFECT_HOME", str(get_settings().prefect_home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
+    # A busy 2-core machine can take longer than Prefect's default 20 s to start its API.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def configure_mlflow() -> str:

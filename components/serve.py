@@ -8,19 +8,14 @@ import io
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from sentinova.settings import LABELS
 
@@ -155,6 +150,7 @@ def _checked_probabilities(probs: object, count: int) -> np.ndarray:
 class _Pending:
     tweets: list[str]
     future: asyncio.Future = field(repr=False)
+    arrived: float = 0.0
 
 
 class MicroBatcher:
@@ -176,7 +172,9 @@ class MicroBatcher:
         # One inference thread: the model already spreads its own work over the cores,
         # and the event loop must stay free to read the next requests meanwhile.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentinova-predict")
-        self._queue: asyncio.Queue[_Pending] | None = None
+        self._waiting: deque[_Pending] = deque()
+        self._queued = 0
+        self._wakeup: asyncio.Future | None = None
         self._worker: asyncio.Task | None = None
 
     @property
@@ -189,7 +187,6 @@ class MicroBatcher:
     async def start(self) -> None:
         """Start the batching worker on the running event loop."""
         if self.enabled:
-            self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._work(), name="sentinova-micro-batcher")
 
     async def stop(self) -> None:
@@ -213,38 +210,56 @@ class MicroBatcher:
 
         if not self.running:
             raise RuntimeError("the micro-batching worker is not running")
-        pending = _Pending(tweets, loop.create_future())
-        self._queue.put_nowait(pending)
+        pending = _Pending(tweets, loop.create_future(), time.monotonic())
+        self._waiting.append(pending)
+        self._queued += len(tweets)
+        if len(self._waiting) == 1 or self._queued >= self.max_batch_texts:
+            self._wake()
         return await pending.future
 
-    async def _gather(self) -> list[_Pending]:
-        """Return the next batch: the first waiting request and those that join it in time."""
-        queue = self._queue
-        batch = [await queue.get()]
-        size = len(batch[0].tweets)
-        deadline = time.monotonic() + self.max_wait_s
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
 
-        while size < self.max_batch_texts:
-            if queue.empty():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    pending = await asyncio.wait_for(queue.get(), remaining)
-                except TimeoutError:
-                    break
-            else:
-                pending = queue.get_nowait()
+    async def _sleep_until_woken(self, timeout: float | None) -> None:
+        """Wait for a new request (or a full batch), at most timeout seconds."""
+        loop = asyncio.get_running_loop()
+        self._wakeup = loop.create_future()
+        timer = loop.call_later(timeout, self._wake) if timeout is not None else None
+        try:
+            await self._wakeup
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._wakeup = None
+
+    async def _gather(self) -> list[_Pending]:
+        """Return the next batch once it is full or its oldest request has waited max_wait."""
+        while not self._waiting:
+            await self._sleep_until_woken(None)
+
+        # The oldest request bounds the wait, so a request that queued behind a running
+        # prediction is sent at once rather than waiting again for company.
+        while self._queued < self.max_batch_texts:
+            remaining = self._waiting[0].arrived + self.max_wait_s - time.monotonic()
+            if remaining <= 0:
+                break
+            await self._sleep_until_woken(remaining)
+
+        batch = [self._waiting.popleft()]
+        size = len(batch[0].tweets)
+        while self._waiting and size + len(self._waiting[0].tweets) <= self.max_batch_texts:
+            pending = self._waiting.popleft()
             batch.append(pending)
             size += len(pending.tweets)
+        self._queued -= size
         return batch
 
     async def _work(self) -> None:
         """Predict batch after batch until cancelled; a failed batch fails only its requests."""
         loop = asyncio.get_running_loop()
         while True:
-            batch = await self._gather()
-            batch = [pending for pending in batch if not pending.future.done()]
+            batch = [pending for pending in await self._gather() if not pending.future.done()]
             if not batch:
                 continue
             tweets = [tweet for pending in batch for tweet in pending.tweets]
@@ -269,92 +284,117 @@ class MicroBatcher:
                 start = stop
 
 
-def _json_response(payload: dict, status: int = 200) -> Response:
-    """Return a compact JSON response."""
-    body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-    return Response(body, status_code=status, media_type=JSON_TYPE)
+def _json_body(payload: dict) -> bytes:
+    """Return a payload as compact UTF-8 JSON."""
+    return json.dumps(payload, separators=(",", ":")).encode("utf-8")
 
 
-def _error(status: int, message: str) -> Response:
-    """Return the JSON error answer for a status and reason."""
-    return _json_response({"error": message, "status": status}, status)
+def _error_body(status: int, message: str) -> bytes:
+    """Return the JSON error body for a status and reason."""
+    return _json_body({"error": message, "status": status})
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Return the request body, refusing it as soon as it is known to exceed the limit."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise RequestError(400, "Content-Length is not a number")
-        if int(declared) > limit:
-            raise RequestError(413, f"body of {declared} bytes exceeds the limit of {limit}")
+class InferenceApp:
+    """ASGI app of the SageMaker inference contract: GET /ping and POST /invocations."""
 
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    def __init__(self, predict_proba: PredictProba, config: ServeConfig | None = None) -> None:
+        self.config = config or ServeConfig()
+        self.batcher = MicroBatcher(
+            predict_proba,
+            max_batch_texts=self.config.max_batch_texts,
+            max_wait_ms=self.config.max_wait_ms,
+            enabled=self.config.micro_batch,
+        )
 
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            status, body = await self._answer(scope, receive)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", JSON_TYPE.encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
 
-def create_app(predict_proba: PredictProba, config: ServeConfig | None = None) -> Starlette:
-    """Return the ASGI app answering /ping and /invocations with the given predictor."""
-    config = config or ServeConfig()
-    batcher = MicroBatcher(
-        predict_proba,
-        max_batch_texts=config.max_batch_texts,
-        max_wait_ms=config.max_wait_ms,
-        enabled=config.micro_batch,
-    )
+    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.batcher.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.batcher.stop()
+                log.info(
+                    "served %d tweets in %d batches", self.batcher.tweets, self.batcher.batches
+                )
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
-    async def ping(request: Request) -> Response:
-        if not batcher.running:
-            return _error(503, "the prediction worker has stopped")
-        return _json_response({"status": "ok"})
+    async def _answer(self, scope: dict, receive: Callable) -> tuple[int, bytes]:
+        """Return the status and JSON body answering one HTTP request."""
+        path, method = scope["path"], scope["method"]
+        if path == "/ping":
+            if method not in ("GET", "HEAD"):
+                return 405, _error_body(405, "use GET /ping")
+            if not self.batcher.running:
+                return 503, _error_body(503, "the prediction worker has stopped")
+            return 200, b'{"status":"ok"}'
+        if path != "/invocations":
+            return 404, _error_body(404, f"no such path {path!r}; use /ping or /invocations")
+        if method != "POST":
+            return 405, _error_body(405, "use POST /invocations")
 
-    async def invocations(request: Request) -> Response:
+        headers = {name.decode("latin-1").lower(): value for name, value in scope["headers"]}
         try:
-            if not accepts_json(request.headers.get("accept")):
-                raise RequestError(406, f"answers are {JSON_TYPE}; the Accept header refuses it")
-            kind = request.headers.get("content-type")
-            checked_media_type(kind)
-            body = await _read_body(request, config.max_body_bytes)
-            tweets = parse_invocation(body, kind, config.max_inputs)
+            tweets = await self._read_tweets(headers, receive)
         except RequestError as error:
-            return _error(error.status, error.message)
+            return error.status, _error_body(error.status, error.message)
 
         try:
-            probs = await batcher.predict(tweets)
+            probs = await self.batcher.predict(tweets)
         except Exception as error:  # noqa: BLE001 - a failed prediction must not kill the server
             log.error("prediction failed for a request of %d tweets: %s", len(tweets), error)
-            return _error(500, f"prediction failed: {type(error).__name__}")
-        return _json_response({"predictions": prediction_records(probs)})
+            return 500, _error_body(500, f"prediction failed: {type(error).__name__}")
+        return 200, _json_body({"predictions": prediction_records(probs)})
 
-    async def http_error(request: Request, error: HTTPException) -> Response:
-        return _error(error.status_code, error.detail)
+    async def _read_tweets(self, headers: dict[str, bytes], receive: Callable) -> list[str]:
+        """Return the tweets of an /invocations request after checking headers, size and body."""
+        accept = headers.get("accept", b"").decode("latin-1")
+        if not accepts_json(accept):
+            raise RequestError(406, f"answers are {JSON_TYPE}; the Accept header refuses it")
+        content_type = headers.get("content-type", b"").decode("latin-1")
+        checked_media_type(content_type)
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette):
-        await batcher.start()
-        try:
-            yield
-        finally:
-            await batcher.stop()
-            log.info("served %d tweets in %d batches", batcher.tweets, batcher.batches)
+        limit = self.config.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and not declared.isdigit():
+            raise RequestError(400, "Content-Length is not a number")
+        if declared is not None and int(declared) > limit:
+            raise RequestError(413, f"body of {int(declared)} bytes exceeds the limit of {limit}")
 
-    app = Starlette(
-        routes=[
-            Route("/ping", ping, methods=["GET"]),
-            Route("/invocations", invocations, methods=["POST"]),
-        ],
-        exception_handlers={HTTPException: http_error},
-        lifespan=lifespan,
-    )
-    app.state.batcher = batcher
-    app.state.config = config
-    return app
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestError(400, "client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return parse_invocation(b"".join(chunks), content_type, self.config.max_inputs)
+
+
+def create_app(predict_proba: PredictProba, config: ServeConfig | None = None) -> InferenceApp:
+    """Return the ASGI app answering /ping and /invocations with the given predictor."""
+    return InferenceApp(predict_proba, config)
 
 
 def warm_up(predict_proba: PredictProba, batch_sizes: Sequence[int]) -> float:

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from prefect import task
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sentinova.settings import LABELS
 
@@ -186,18 +194,22 @@ class BehaviourTest(_Strict):
     def _consistent(self) -> BehaviourTest:
         kind = self.expectation.kind
         if kind not in _KINDS_OF_TYPE[self.type]:
-            raise ValueError(f"a {self.type} test cannot have a {kind} expectation")
+            raise ValueError(f"{kind} is not an expectation of {self.type} tests")
         if self.aggregate == "all_except_first":
             short = [i for i, case in enumerate(self.cases) if len(case.texts) < 2]
             if short:
-                raise ValueError(f"all_except_first needs 2+ texts per case; case {short[0]} has 1")
+                raise ValueError(
+                    f"all_except_first needs 2+ texts per case; case {short[0]} has 1"
+                )
         needs_label = isinstance(self.expectation, LabelEquals) or (
             isinstance(self.expectation, AllowedLabels) and self.expectation.allowed is None
         )
         if needs_label:
             unlabelled = [i for i, case in enumerate(self.cases) if case.label is None]
             if unlabelled:
-                raise ValueError(f"{kind} needs a label on every case; case {unlabelled[0]} has none")
+                raise ValueError(
+                    f"{kind} needs a label on every case; case {unlabelled[0]} has none"
+                )
         if isinstance(self.expectation, AllowedLabels) and self.expectation.allowed is None:
             by_label = self.expectation.allowed_by_label or {}
             missing = sorted({c.label for c in self.cases if c.label not in by_label})
@@ -206,7 +218,8 @@ class BehaviourTest(_Strict):
         if self.paper_sample is not None:
             bad = [i for i in self.paper_sample if not 0 <= i < len(self.cases)]
             if bad:
-                raise ValueError(f"paper_sample index {bad[0]} is outside 0..{len(self.cases) - 1}")
+                last = len(self.cases) - 1
+                raise ValueError(f"paper_sample index {bad[0]} is outside 0..{last}")
             if len(set(self.paper_sample)) != len(self.paper_sample):
                 raise ValueError("paper_sample repeats an index")
         return self
@@ -571,7 +584,10 @@ def report_markdown(report: BehaviourReport, examples_per_test: int = 1) -> str:
                 said = "; ".join(
                     f"“{_cell(text)}” → {label} {max(p):.2f}"
                     for text, label, p in zip(
-                        example.texts, example.predictions, example.probabilities
+                        example.texts,
+                        example.predictions,
+                        example.probabilities,
+                        strict=True,
                     )
                 )
                 lines.append(f"- **{_cell(t.name)}** (expected {example.expected}): {said}")
@@ -590,3 +606,31 @@ def template_augmentations(seed: int, n: int) -> list[tuple[str, str]]:
     from components.behaviour_templates import augmentation_pairs
 
     return augmentation_pairs(seed, n)
+
+
+class BehaviourSummary(BaseModel):
+    """Where the behavioural report was written, and its headline figure."""
+
+    report_path: str
+    suite: str
+    mean_failure_rate: float | None
+
+
+@task(name="behaviour")
+def behaviour_task(model_dir: str, suite: str | None, report_path: str) -> BehaviourSummary:
+    """Run the behavioural suite on the saved model; the report becomes a Prefect artifact."""
+    from prefect import get_run_logger
+    from prefect.artifacts import create_markdown_artifact
+
+    from components.model import SentimentClassifier
+
+    classifier = SentimentClassifier.load(model_dir)
+    report = run_suite(resolve_suite(suite), classifier.predict_proba)
+    Path(report_path).write_text(report.model_dump_json(indent=2))
+    create_markdown_artifact(key="behaviour-report", markdown=report_markdown(report),
+                             description=f"Behavioural tests: {report.suite}")
+    mean = report.mean_failure_rate
+    get_run_logger().info("behaviour: %d tests on %d texts in %.1f s, mean failure rate %s",
+                          len(report.tests), report.n_texts, report.seconds,
+                          "n/a" if mean is None else f"{100 * mean:.1f}%")
+    return BehaviourSummary(report_path=report_path, suite=report.suite, mean_failure_rate=mean)

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -39,7 +40,14 @@ class Service:
     port: int | None = None
     health_url: str | None = None
     address: str | None = None
-    ready_timeout: float = 90.0
+    ready_timeout: float = 120.0
+    ready_check: Callable[[], bool] | None = None
+
+    def is_ready(self) -> bool:
+        """Return whether the service answers: its own check, else its health URL, else yes."""
+        if self.ready_check is not None:
+            return self.ready_check()
+        return self.health_url is None or _http_ok(self.health_url)
 
 
 @dataclass(frozen=True)
@@ -170,15 +178,14 @@ def _log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def _wait_until_ready(service: Service, proc: subprocess.Popen, log_path: Path,
-                      ready: Callable[[], bool] | None) -> None:
-    """Block until the service answers its readiness check; raise StackError if it dies."""
+def _wait_until_ready(service: Service, proc: subprocess.Popen, log_path: Path) -> None:
+    """Block until the service passes its readiness check; raise StackError if it dies."""
     deadline = time.monotonic() + service.ready_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise StackError(f"{service.name} exited with code {proc.returncode} while starting;"
                              f" last lines of {log_path}:\n{_log_tail(log_path)}")
-        if ready is None or ready():
+        if service.is_ready():
             return
         time.sleep(0.5)
     _terminate_group(proc.pid)
@@ -193,9 +200,8 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def start_service(config: StackConfig, service: Service,
-                  ready: Callable[[], bool] | None = None) -> ServiceState:
-    """Start a service unless its PID file names a live process; replace a stale PID file."""
+def _launch(config: StackConfig, service: Service) -> subprocess.Popen | ServiceState:
+    """Spawn a service, or return its state if its PID file names a live process."""
     pid_path = _pid_file(config, service.name)
     record = read_pid_record(pid_path)
     if record is not None and record.is_running():
@@ -210,24 +216,36 @@ def start_service(config: StackConfig, service: Service,
                          f" choose another port for {service.name}")
 
     config.log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = config.log_dir / f"{service.name}.log"
     env = {**os.environ, **service.env}
-    with open(log_path, "ab") as log:
+    with open(config.log_dir / f"{service.name}.log", "ab") as log:
         # A session of its own lets `down` stop the service and every child it spawned.
         proc = subprocess.Popen(service.argv, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, cwd=REPO_ROOT,
                                 start_new_session=True)
     _write_pid_record(pid_path, PidRecord(proc.pid, _proc_start_ticks(proc.pid),
                                           service.argv, service.address))
-    if ready is None and service.health_url is not None:
-        url = service.health_url
-        ready = lambda: _http_ok(url)  # noqa: E731
-    try:
-        _wait_until_ready(service, proc, log_path, ready)
-    except StackError:
-        pid_path.unlink(missing_ok=True)
-        raise
-    return ServiceState(service.name, proc.pid, "started", service.address)
+    return proc
+
+
+def start_services(config: StackConfig, batch: list[Service]) -> list[ServiceState]:
+    """Start the services of a batch side by side, then wait until each one is ready."""
+    launched = [(service, _launch(config, service)) for service in batch]
+    states = []
+    failures = []
+    for service, proc in launched:
+        if isinstance(proc, ServiceState):
+            states.append(proc)
+            continue
+        try:
+            _wait_until_ready(service, proc, config.log_dir / f"{service.name}.log")
+        except StackError as exc:
+            _pid_file(config, service.name).unlink(missing_ok=True)
+            failures.append(str(exc))
+            continue
+        states.append(ServiceState(service.name, proc.pid, "started", service.address))
+    if failures:
+        raise StackError("\n".join(failures))
+    return states
 
 
 def _terminate_group(pid: int, grace: float = 20.0) -> None:
@@ -302,7 +320,9 @@ def worker_service(config: StackConfig, pool: str) -> Service:
         env["PREFECT_WORKER_QUERY_SECONDS"] = str(config.worker_poll_seconds)
     argv = [sys.executable, "-m", "prefect", "--no-prompt", "worker", "start", "--pool", pool,
             "--name", worker_name(pool), "--no-create-pool-if-not-found"]
-    return Service(f"worker-{pool}", argv, env, address=f"work pool '{pool}'")
+    since = datetime.now(timezone.utc)
+    return Service(f"worker-{pool}", argv, env, address=f"work pool '{pool}'",
+                   ready_check=lambda: _worker_online(config, pool, since))
 
 
 def worker_name(pool: str) -> str:
@@ -312,7 +332,9 @@ def worker_name(pool: str) -> str:
 
 def mlflow_ui_service(config: StackConfig) -> Service:
     """Return the MLflow tracking server and UI over the sqlite store of the settings."""
-    env = _child_env(config)
+    # The job runner serves MLflow's GenAI jobs, which Sentinova does not use; it costs
+    # eight processes.
+    env = {**_child_env(config), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     artifacts = (config.home / "mlartifacts").as_uri()
     argv = [sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
@@ -343,16 +365,27 @@ def ensure_work_pools(config: StackConfig) -> list[str]:
     return created
 
 
-def _worker_online(config: StackConfig, pool: str) -> bool:
-    """Return whether the named worker has sent a heartbeat to the server."""
+def _worker_online(config: StackConfig, pool: str, since: datetime) -> bool:
+    """Return whether the named worker has sent a heartbeat to the server after `since`."""
     try:
         response = httpx.post(f"{config.prefect_api_url}/work_pools/{pool}/workers/filter",
-                              json={"workers": {"name": {"any_": [worker_name(pool)]}}},
-                              timeout=5.0)
+                              json={}, timeout=5.0)
     except httpx.HTTPError:
         return False
-    return response.status_code == 200 and any(
-        w.get("status") == "ONLINE" for w in response.json())
+    if response.status_code != 200:
+        return False
+    return any(w["name"] == worker_name(pool) and w.get("last_heartbeat_time")
+               and datetime.fromisoformat(w["last_heartbeat_time"]) >= since
+               for w in response.json())
+
+
+def webhook_service(config: StackConfig, port: int) -> Service:
+    """Return the webhook that turns signed notices into Prefect events."""
+    argv = [sys.executable, "-m", "sentinova.cli_ops", "webhook", "--host", config.host,
+            "--port", str(port), "--api-url", config.prefect_api_url]
+    url = f"http://{config.host}:{port}"
+    return Service("webhook", argv, _child_env(config), port, f"{url}/health",
+                   f"{url}/notices")
 
 
 def services(config: StackConfig) -> list[Service]:
@@ -362,23 +395,21 @@ def services(config: StackConfig) -> list[Service]:
             mlflow_ui_service(config)]
 
 
-def up(config: StackConfig) -> list[ServiceState]:
+def up(config: StackConfig, extra: list[Service] | None = None) -> list[ServiceState]:
     """Start whatever part of the stack is not running yet and return what each service did."""
     config.run_dir.mkdir(parents=True, exist_ok=True)
-    server = prefect_server_service(config)
-    states = [start_service(config, server)]
-    if states[0].address and states[0].address != config.prefect_url:
+    server, *workers, mlflow_ui = services(config)
+    states = start_services(config, [server, mlflow_ui])
+    if states[0].address != config.prefect_url:
         raise StackError(f"a Prefect server of this stack already runs at {states[0].address};"
                          " run `sentinova down` before changing ports")
-    _, *workers, mlflow_ui = services(config)
-    ensure_work_pools(config)
-    for pool, worker in zip(config.pools, workers):
-        states.append(start_service(config, worker,
-                                    ready=lambda p=pool: _worker_online(config, p)))
-    states.append(start_service(config, mlflow_ui))
     (config.run_dir / "stack.json").write_text(json.dumps(
         {"prefect_url": config.prefect_url, "prefect_api_url": config.prefect_api_url,
          "mlflow_url": config.mlflow_url, "pools": list(config.pools)}))
+
+    ensure_work_pools(config)
+    states[1:1] = start_services(config, workers)
+    states += start_services(config, extra or [])
     return states
 
 

@@ -1,0 +1,224 @@
+"""Train stage: extract a training snapshot from the warehouse and fit the BiLSTM on it."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from pydantic import BaseModel
+
+from components.ingest import read_tweets
+from components.label import canonical_label
+from components.model import MaskedAttentionPooling, SentimentClassifier
+from components.normalise import normalise_tweet
+from components.tokenizer import (checkpoint_embeddings, encode, load_tokenizer, pad,
+                                  resolve_checkpoint, train_tokenizer)
+from components.warehouse import get_warehouse
+from sentinova.settings import LABELS
+
+
+class TrainConfig(BaseModel):
+    """Every hyperparameter of a training run; all of it is logged to MLflow."""
+
+    seed: int = 42
+    epochs: int = 3
+    batch_size: int = 128
+    max_len: int = 64
+    lstm_units: int = 128
+    dropout: float = 0.3
+    learning_rate: float = 2e-3
+    checkpoint: str = "auto"
+    train_embeddings: bool = False
+    embedding_dim: int = 128
+    vocab_size: int = 16000
+    class_weighting: bool = True
+    max_rows: int | None = None
+
+
+class TrainingSet(BaseModel):
+    """A snapshot of the warehouse rows a model trains on, by path, with its content hash."""
+
+    path: str
+    rows: int
+    sha256: str
+    label_counts: dict[str, int]
+    excluded: int
+
+
+class TrainedModel(BaseModel):
+    """Where the trained model lies and how its training went."""
+
+    model_dir: str
+    tokenizer: str
+    warm_start: bool
+    best_epoch: int
+    history: list[dict[str, float]]
+    train_seconds: float
+    parameters: int
+
+
+def snapshot_hash(frame: pd.DataFrame) -> str:
+    """Return a content hash of (id, label, text) rows, independent of row order."""
+    digest = hashlib.sha256()
+    for row in frame.sort_values("id")[["id", "label", "text"]].itertuples(index=False):
+        digest.update("\x1f".join(row).encode("utf-8"))
+        digest.update(b"\x1e")
+    return digest.hexdigest()
+
+
+def file_ids(paths: list[str]) -> set[str]:
+    """Return the tweet ids in evaluation files, so training can leave them out."""
+    ids: set[str] = set()
+    for path in paths:
+        ids.update(read_tweets(path)[0]["id"])
+    return ids
+
+
+def extract_training_set(out_path: str, exclude_ids: set[str], max_rows: int | None,
+                         seed: int) -> TrainingSet:
+    """Write the warehouse's tweets (less excluded ids, optionally sampled) to out_path."""
+    tweets = get_warehouse().read_tweets()
+    if tweets.empty:
+        raise ValueError("the warehouse holds no tweets: run `sentinova etl --input FILE` first")
+
+    kept = tweets[~tweets["id"].isin(exclude_ids)]
+    if max_rows is not None and len(kept) > max_rows:
+        kept = kept.sample(n=max_rows, random_state=seed).sort_values("id")
+    kept.to_parquet(out_path, index=False)
+    return TrainingSet(path=out_path, rows=len(kept), sha256=snapshot_hash(kept),
+                       label_counts=kept["label"].value_counts().to_dict(),
+                       excluded=len(tweets) - len(kept))
+
+
+def build_bilstm(vocab_size: int, embeddings: np.ndarray | None, config: TrainConfig):
+    """Return the compiled masked BiLSTM classifier."""
+    import keras
+    from keras import layers
+
+    ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    if embeddings is not None:
+        embedded = layers.Embedding(
+            vocab_size, embeddings.shape[1], mask_zero=True, name="wordpiece_embedding",
+            embeddings_initializer=keras.initializers.Constant(embeddings),
+            trainable=config.train_embeddings)(ids)
+    else:
+        embedded = layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True,
+                                    name="wordpiece_embedding")(ids)
+    x = layers.SpatialDropout1D(config.dropout / 2)(embedded)
+    sequence = layers.Bidirectional(
+        layers.LSTM(config.lstm_units, return_sequences=True), name="bilstm")(x)
+    # Mean and attention over the unpadded steps: the mask keeps padding out of both.
+    mean = layers.GlobalAveragePooling1D()(sequence)
+    attended = MaskedAttentionPooling(name="attention")(sequence)
+    x = layers.Concatenate()([mean, attended])
+    x = layers.Dropout(config.dropout)(x)
+    probs = layers.Dense(len(LABELS), activation="softmax", name="sentiment")(x)
+
+    model = keras.Model(ids, probs, name="sentinova_bilstm")
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                  loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+    return model
+
+
+def _batches(ids: list[list[int]], labels: np.ndarray, weights: np.ndarray, batch_size: int,
+             rng: np.random.Generator):
+    """Yield padded batches grouped by length: shuffled, then sorted within large chunks."""
+    order = rng.permutation(len(ids))
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        rows = sorted(order[start : start + chunk], key=lambda row: len(ids[row]))
+        batches += [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    for index in rng.permutation(len(batches)):
+        rows = batches[index]
+        yield pad([ids[row] for row in rows]), labels[rows], weights[rows]
+
+
+def macro_recall(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Return recall averaged over the three classes (the SemEval-2017 4A metric)."""
+    recalls = [np.mean(predicted[truth == k] == k) for k in range(len(LABELS)) if (truth == k).any()]
+    return float(np.mean(recalls))
+
+
+def train_model(training_set: TrainingSet, validation: str, out_dir: str,
+                config: TrainConfig, log=print) -> TrainedModel:
+    """Fit the BiLSTM, keep the epoch with the best validation macro recall, save it to out_dir."""
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    frame = pd.read_parquet(training_set.path)
+    texts = frame["text"].tolist()
+    labels = np.array([LABELS.index(label) for label in frame["label"]], dtype=np.int32)
+
+    checkpoint = resolve_checkpoint(config.checkpoint)
+    tokenizer = load_tokenizer(checkpoint) if checkpoint else train_tokenizer(
+        texts, config.vocab_size)
+    embeddings = checkpoint_embeddings(checkpoint, tokenizer) if checkpoint else None
+    ids = encode(tokenizer, texts, config.max_len)
+
+    counts = np.bincount(labels, minlength=len(LABELS)).astype(float)
+    class_weight = (len(labels) / (len(LABELS) * np.maximum(counts, 1))
+                    if config.class_weighting else np.ones(len(LABELS)))
+    weights = class_weight[labels].astype(np.float32)
+
+    val_frame = read_tweets(validation)[0]
+    val_texts = [normalise_tweet(text) for text in val_frame["raw_text"]]
+    val_ids = encode(tokenizer, val_texts, config.max_len)
+    val_truth = np.array([LABELS.index(canonical_label(label)) for label in val_frame["label"]])
+
+    model = build_bilstm(tokenizer.get_vocab_size(), embeddings, config)
+    classifier = SentimentClassifier(model, tokenizer, config.max_len)
+    history, best, best_weights = [], -1.0, None
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        losses = []
+        for batch, batch_labels, batch_weights in _batches(ids, labels, weights,
+                                                          config.batch_size, rng):
+            result = model.train_on_batch(batch, batch_labels, sample_weight=batch_weights,
+                                          return_dict=True)
+            losses.append(result["loss"])
+        recall = macro_recall(val_truth, classifier.predict_ids(val_ids).argmax(axis=1))
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)),
+                        "val_macro_recall": recall})
+        log(f"epoch {epoch}: loss {np.mean(losses):.4f}, validation macro recall {recall:.4f}")
+        if recall > best:
+            best, best_weights = recall, model.get_weights()
+    train_seconds = time.perf_counter() - started
+
+    model.set_weights(best_weights)
+    best_epoch = max(history, key=lambda h: h["val_macro_recall"])["epoch"]
+    classifier.save(out_dir, {"checkpoint": str(checkpoint) if checkpoint else None,
+                              "train_config": config.model_dump()})
+    return TrainedModel(model_dir=out_dir, tokenizer=str(checkpoint or "trained-wordpiece"),
+                        warm_start=embeddings is not None, best_epoch=best_epoch,
+                        history=history, train_seconds=round(train_seconds, 1),
+                        parameters=int(model.count_params()))
+
+
+@task(name="extract-training-set")
+def extract_task(out_path: str, exclude_files: list[str], max_rows: int | None,
+                 seed: int) -> TrainingSet:
+    """Snapshot the warehouse's tweets for training, leaving out every evaluation tweet."""
+    training_set = extract_training_set(out_path, file_ids(exclude_files), max_rows, seed)
+    get_run_logger().info("training snapshot: %d rows (%s), %d excluded, sha256 %s",
+                          training_set.rows, training_set.label_counts, training_set.excluded,
+                          training_set.sha256[:12])
+    return training_set
+
+
+@task(name="train")
+def train_task(training_set: TrainingSet, validation: str, out_dir: str,
+               config: TrainConfig) -> TrainedModel:
+    """Train the BiLSTM on the snapshot and return where the model was saved."""
+    logger = get_run_logger()
+    trained = train_model(training_set, validation, out_dir, config, log=logger.info)
+    logger.info("trained %d parameters in %.1f s; best epoch %d", trained.parameters,
+                trained.train_seconds, trained.best_epoch)
+    return trained
+
+

@@ -1,0 +1,156 @@
+"""The `sentinova` command: run the main job, each flow alone, and batch prediction."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sentinova.settings import configure_prefect_home, get_settings
+
+app = typer.Typer(help="Sentinova: tweets in, a tested sentiment classifier served out.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+InputFiles = Annotated[list[str], typer.Option(
+    "--input", "-i", help="Tweet file (snscrape-style JSONL or CSV), or snscrape:QUERY; repeatable.")]
+Validation = Annotated[Path, typer.Option(
+    help="Labelled JSONL for model selection and the headline figures.")]
+ExtraEval = Annotated[Optional[list[Path]], typer.Option(
+    "--extra-eval", help="Further labelled JSONL to evaluate on (e.g. airline); repeatable.")]
+Suite = Annotated[Optional[str], typer.Option(
+    help="Behavioural suite JSON (sentiment-behavioral-suite/1); default: the built-in tests.")]
+Labeller = Annotated[str, typer.Option(help="Weak labeller for unlabelled tweets: textblob|vader.")]
+Epochs = Annotated[Optional[int], typer.Option(help="Training epochs (the best is kept).")]
+MaxRows = Annotated[Optional[int], typer.Option(help="Train on a seeded sample of this many rows.")]
+Checkpoint = Annotated[Optional[str], typer.Option(
+    help="Tokenizer and warm-start source: auto (bundled all-MiniLM-L6-v2), none (train "
+         "WordPiece on the tweets), a local BERT folder, or a hub name when online.")]
+Seed = Annotated[Optional[int], typer.Option(help="Random seed.")]
+
+
+def _train_config(epochs: int | None, max_rows: int | None, checkpoint: str | None,
+                  seed: int | None):
+    from components.train import TrainConfig
+
+    overrides = {"epochs": epochs, "max_rows": max_rows, "checkpoint": checkpoint, "seed": seed}
+    return TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _require_files(paths: list) -> None:
+    for path in paths:
+        if not str(path).startswith("snscrape:") and not Path(path).is_file():
+            raise FileNotFoundError(f"file not found: {path}")
+
+
+def _print_training(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from components.evaluate import results_table
+
+    rows = results_table(report.evaluations)
+    table = Table(title="Evaluation (percent)")
+    for column in rows[0]:
+        table.add_column(column, justify="left" if column == "data" else "right")
+    for row in rows:
+        table.add_row(*(str(value) for value in row.values()))
+    console = Console()
+    console.print(table)
+    if report.behaviour_mean_failure_rate is not None:
+        console.print(f"behavioural mean failure rate: "
+                      f"{100 * report.behaviour_mean_failure_rate:.1f}% "
+                      f"(report: {report.behaviour_report})")
+    champion = " (champion)" if report.model.is_champion else ""
+    console.print(f"registered model: {report.model.uri}{champion}")
+
+
+@app.command()
+def run(inputs: InputFiles, validation: Validation, extra_eval: ExtraEval = None,
+        suite: Suite = None, labeller: Labeller = "textblob", epochs: Epochs = None,
+        max_rows: MaxRows = None, checkpoint: Checkpoint = None, seed: Seed = None) -> None:
+    """Run the main job: the ETL flow, then the training flow; print figures and the model URI."""
+    _require_files([*inputs, validation, *(extra_eval or [])])
+    from flows.pipeline import pipeline_flow
+
+    report = pipeline_flow(inputs=inputs, validation=str(validation),
+                           extra_eval=[str(p) for p in extra_eval or []], suite=suite,
+                           labeller=labeller,
+                           config=_train_config(epochs, max_rows, checkpoint, seed))
+    typer.echo(f"ETL: {report.etl.loaded} loaded, {report.etl.duplicates} duplicates skipped, "
+               f"{report.etl.quarantined} quarantined")
+    _print_training(report.training)
+
+
+@app.command()
+def etl(inputs: InputFiles, labeller: Labeller = "textblob",
+        positive_above: Annotated[Optional[float], typer.Option(
+            help="Polarity above which a weak label is positive.")] = None,
+        negative_below: Annotated[Optional[float], typer.Option(
+            help="Polarity below which a weak label is negative.")] = None) -> None:
+    """Run the ETL flow: ingest, normalise, label, validate and load tweets into the warehouse."""
+    _require_files(inputs)
+    from flows.etl import etl_flow
+
+    report = etl_flow(inputs=inputs, labeller=labeller, positive_above=positive_above,
+                      negative_below=negative_below)
+    typer.echo(f"{report.loaded} loaded, {report.duplicates} duplicates skipped, "
+               f"{report.quarantined} quarantined; {report.total_rows} rows in "
+               f"{report.warehouse}.{report.table}")
+
+
+@app.command()
+def train(validation: Validation, extra_eval: ExtraEval = None, suite: Suite = None,
+          epochs: Epochs = None, max_rows: MaxRows = None, checkpoint: Checkpoint = None,
+          seed: Seed = None) -> None:
+    """Run the training flow on the warehouse's tweets and register the model."""
+    _require_files([validation, *(extra_eval or [])])
+    from flows.training import training_flow
+
+    report = training_flow(validation=str(validation),
+                           extra_eval=[str(p) for p in extra_eval or []], suite=suite,
+                           config=_train_config(epochs, max_rows, checkpoint, seed))
+    _print_training(report)
+
+
+@app.command()
+def predict(input: Annotated[Path, typer.Option("--input", "-i", help="JSONL with text or rawContent.")],
+            output: Annotated[Path, typer.Option("--output", "-o", help="JSONL to write.")],
+            model: Annotated[Optional[str], typer.Option(
+                help="MLflow model URI or model folder; default: the registry's champion.")] = None,
+            ) -> None:
+    """Predict a label and [p_negative, p_neutral, p_positive] for every line of a JSONL file."""
+    from components.model import load_classifier
+    from components.predict import predict_file
+
+    settings = get_settings()
+    uri = model or f"models:/{settings.model_name}@{settings.champion_alias}"
+    report = predict_file(load_classifier(uri), str(input), str(output))
+    typer.echo(f"{report.lines} lines -> {report.output} ({report.errors} unreadable) in "
+               f"{report.seconds:.2f} s, {report.tweets_per_second:,.0f} tweets/s", err=True)
+
+
+def main() -> None:
+    """Entry point: run the command; a failure exits non-zero with a one-line reason."""
+    configure_prefect_home()
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: aborted", err=True)
+        sys.exit(130)
+    except Exception as error:  # the one place every failure becomes a one-line reason
+        import click
+
+        if isinstance(error, click.exceptions.ClickException):
+            error.show()
+            sys.exit(error.exit_code)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        typer.echo(f"error: {type(error).__name__}: {reason}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

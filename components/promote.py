@@ -1,4 +1,4 @@
-"""Promotion: the champion/challenger gate over the MLflow registry, and manual promote/rollback."""
+"""Promotion: the champion/challenger gate over the MLflow registry, hand promote/rollback."""
 
 from __future__ import annotations
 

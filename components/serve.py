@@ -74,7 +74,9 @@ def checked_media_type(content_type: str | None) -> str:
     kind = media_type(content_type)
     if kind not in (JSON_TYPE, CSV_TYPE):
         shown = kind or "no content type"
-        raise RequestError(415, f"unsupported content type {shown!r}; use {JSON_TYPE} or {CSV_TYPE}")
+        raise RequestError(
+            415, f"unsupported content type {shown!r}; use {JSON_TYPE} or {CSV_TYPE}"
+        )
     return kind
 
 

@@ -210,9 +210,10 @@ def test_decision_markdown_lists_every_compared_figure(registry):
     assert "| behaviour_failure_rate.negation | 0.8000 | 0.4000 | 0.6000 | FAIL" in text
 
 
-def test_gate_task_promotes_a_better_challenger_and_writes_an_artifact(registry, tmp_path):
+def test_gate_task_promotes_a_better_challenger_and_writes_an_artifact(registry,
+                                                                       prefect_harness):
     from prefect import flow
-    from prefect.testing.utilities import prefect_test_harness
+    from prefect.client.orchestration import get_client
 
     from components.promote import gate_task
 
@@ -224,12 +225,9 @@ def test_gate_task_promotes_a_better_challenger_and_writes_an_artifact(registry,
     def gate_both() -> tuple[bool, bool]:
         return gate_task(worse).promote, gate_task(better).promote
 
-    with prefect_test_harness(server_startup_timeout=120):
-        assert gate_both() == (False, True)
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            artifacts = client.read_artifacts()
+    assert gate_both() == (False, True)
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts()
     assert champion_version() == better
     assert any(a.key == "promotion-gate" and "PROMOTE" in a.data for a in artifacts)
     assert alias_history()[-1].who == "promotion-gate"

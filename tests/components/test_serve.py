@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -245,3 +246,31 @@ def test_prediction_records_label_is_the_most_probable_class():
     records = prediction_records(probs)
     assert [r["label"] for r in records] == ["positive", "negative"]
     assert records[0]["probs"] == probs[0].tolist()
+
+
+@pytest.fixture(scope="module")
+def real_classifier(tmp_path_factory, shared_data):
+    """A small real Sentinova classifier (own WordPiece vocabulary, untrained BiLSTM)."""
+    from components.model import load_classifier
+    from tests.flows.test_deploy_flow import build_tiny_model
+
+    return load_classifier(str(build_tiny_model(tmp_path_factory.mktemp("serve") / "model")))
+
+
+def test_served_predictions_of_a_real_model_equal_its_predict_proba(real_classifier):
+    from tests.conftest import AIRLINE_FILE, read_jsonl
+
+    tweets = [row["rawContent"] for row in read_jsonl(AIRLINE_FILE)[:40]]
+    with RunningServer(real_classifier.predict_proba, max_wait_ms=5) as running:
+        together = invoke(running.url, json.dumps({"inputs": tweets}))
+        singles = asyncio.run(_concurrent_singles(running.url, tweets))
+
+    expected = real_classifier.predict_proba(tweets)
+    served = np.array([p["probs"] for p in together.json()["predictions"]], dtype=np.float32)
+    assert np.array_equal(served, expected)
+    # Concurrent singles share micro-batches padded to their longest tweet; the LSTM's mask
+    # keeps padding out, so they differ from one call only by float rounding.
+    each = np.array([a.json()["predictions"][0]["probs"] for a in singles], dtype=np.float32)
+    np.testing.assert_allclose(each, expected, atol=1e-6)
+    assert [a.json()["predictions"][0]["label"] for a in singles] == [
+        p["label"] for p in together.json()["predictions"]]

@@ -109,6 +109,7 @@ def test_local_target_serves_the_champion_whose_answers_equal_predict_proba(regi
     assert running_server(port) is None
 
 
+@pytest.mark.slow
 def test_local_redeploy_replaces_the_running_server_with_the_named_version(registered):
     from flows.deploy import deploy_flow
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,9 @@ class SentimentClassifier:
 
 try:
     import mlflow.pyfunc
+
+    # MLflow asks for type hints to infer a signature; the pyfunc takes plain texts or a frame.
+    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
 
     class SentinovaPyfunc(mlflow.pyfunc.PythonModel):
         """MLflow wrapper: predict(list of texts | DataFrame with `text`) -> labels and probs."""

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sentinova.settings import configure_prefect_home, get_settings
+from sentinova.settings import get_settings
 
 app = typer.Typer(help="Sentinova: tweets in, a tested sentiment classifier served out.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -143,7 +143,6 @@ _register_commands()
 
 def main() -> None:
     """Entry point: run the command; a failure exits non-zero with a one-line reason."""
-    configure_prefect_home()
     try:
         app(standalone_mode=False)
     except typer.Exit as done:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sentinova.settings import configure_prefect_home, get_settings
+from sentinova.settings import configure_environment, get_settings
 
 Host = Annotated[str, typer.Option(help="Interface to listen on (loopback unless you mean it).")]
 PrefectPort = Annotated[int, typer.Option(envvar="SENTINOVA_PREFECT_PORT",
@@ -84,7 +84,7 @@ def webhook(host: Host = "127.0.0.1", port: WebhookPort = 8787,
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     url = _api_url(api_url)
     os.environ["PREFECT_API_URL"] = url
-    configure_prefect_home()
+    configure_environment()
     try:
         serve(host, port, url, get_settings().home.resolve(), tolerance)
     except WebhookError as exc:

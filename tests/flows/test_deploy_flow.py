@@ -221,3 +221,41 @@ def test_sagemaker_target_names_the_missing_settings(registered, monkeypatch):
     with pytest.raises(SageMakerError, match="SENTINOVA_SAGEMAKER_ROLE_ARN, "
                                              "SENTINOVA_SAGEMAKER_IMAGE_URI"):
         deploy_flow(**sagemaker_parameters(role_arn=None, image_uri=None))
+
+
+@pytest.mark.slow
+def test_serving_image_entry_serves_an_unpacked_model_tar_gz_like_sagemaker(registered,
+                                                                           tmp_path):
+    """infra/serve/serve run as SageMaker runs the image, on the archive the flow uploads."""
+    import os
+    import subprocess
+    import sys
+
+    from components.deploy import wait_for_ping
+    from components.sagemaker import package_model
+    from tests.conftest import REPO
+
+    uri = f"models:/{get_settings().model_name}/{registered['versions'][0]}"
+    packaged = package_model(uri, tmp_path / "package")
+    model_dir = tmp_path / "opt" / "ml" / "model"
+    model_dir.mkdir(parents=True)
+    with tarfile.open(packaged.path) as archive:
+        archive.extractall(model_dir, filter="data")
+
+    port = free_port()
+    env = {**os.environ, "SENTINOVA_MODEL_DIR": str(model_dir),
+           "SAGEMAKER_BIND_TO_PORT": str(port), "SENTINOVA_SERVE_HOST": "127.0.0.1", "PYTHONPATH": str(REPO),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "SENTINOVA_HOME": str(tmp_path / "container-home")}
+    process = subprocess.Popen([str(REPO / "infra" / "serve" / "serve"), "serve"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_ping(f"http://127.0.0.1:{port}", 180, process)
+        answer = httpx.post(f"http://127.0.0.1:{port}/invocations", timeout=30,
+                            content="\n".join(SMOKE_TWEETS), headers={"content-type": "text/csv"})
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+    served = np.array([p["probs"] for p in answer.json()["predictions"]], dtype=np.float32)
+    assert np.array_equal(served, model_probs(uri, SMOKE_TWEETS))

@@ -244,7 +244,8 @@ def test_serving_image_entry_serves_an_unpacked_model_tar_gz_like_sagemaker(regi
 
     port = free_port()
     env = {**os.environ, "SENTINOVA_MODEL_DIR": str(model_dir),
-           "SAGEMAKER_BIND_TO_PORT": str(port), "SENTINOVA_SERVE_HOST": "127.0.0.1", "PYTHONPATH": str(REPO),
+           "SAGEMAKER_BIND_TO_PORT": str(port), "SENTINOVA_SERVE_HOST": "127.0.0.1",
+           "PYTHONPATH": str(REPO),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "SENTINOVA_HOME": str(tmp_path / "container-home")}
     process = subprocess.Popen([str(REPO / "infra" / "serve" / "serve"), "serve"], env=env,

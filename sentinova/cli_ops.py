@@ -34,18 +34,17 @@ def _api_url(explicit: str | None) -> str:
             or StackConfig.from_settings().prefect_api_url)
 
 
-def up(host: Host = "127.0.0.1", prefect_port: PrefectPort = 4200, mlflow_port: MlflowPort = 5000,
+def up(prefect_port: PrefectPort = 4200, mlflow_port: MlflowPort = 5000,
        webhook: Annotated[bool, typer.Option(
            help="Also start the webhook (needs SENTINOVA_WEBHOOK_SECRET or the Secret block).")
        ] = False,
        webhook_port: WebhookPort = 8787) -> None:
-    """Start the Prefect server, a worker per work pool and the MLflow UI; print addresses."""
+    """Start the Prefect server, a worker per work pool and the MLflow UI on loopback."""
     from sentinova.stack import StackConfig, StackError, up as stack_up, webhook_service
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    config = StackConfig.from_settings(host=host, prefect_port=prefect_port,
-                                       mlflow_port=mlflow_port)
+    config = StackConfig.from_settings(prefect_port=prefect_port, mlflow_port=mlflow_port)
     extra = []
     if webhook:
         if not os.environ.get("SENTINOVA_WEBHOOK_SECRET"):

@@ -201,8 +201,8 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _launch(config: StackConfig, service: Service) -> subprocess.Popen | ServiceState:
-    """Spawn a service, or return its state if its PID file names a live process."""
+def _running_state(config: StackConfig, service: Service) -> ServiceState | None:
+    """Return the state of a service its PID file names as alive; drop a stale PID file."""
     pid_path = _pid_file(config, service.name)
     record = read_pid_record(pid_path)
     if record is not None and record.is_running():
@@ -211,11 +211,11 @@ def _launch(config: StackConfig, service: Service) -> subprocess.Popen | Service
         logger.info("removing stale PID file %s (pid %s is gone)", pid_path,
                     record.pid if record else "unreadable")
         pid_path.unlink(missing_ok=True)
+    return None
 
-    if service.port is not None and not _port_is_free(config.host, service.port):
-        raise StackError(f"port {service.port} on {config.host} is taken by another process;"
-                         f" choose another port for {service.name}")
 
+def _launch(config: StackConfig, service: Service) -> subprocess.Popen:
+    """Spawn a service in a session of its own and write its PID file."""
     config.log_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **service.env}
     with open(config.log_dir / f"{service.name}.log", "ab") as log:
@@ -223,14 +223,23 @@ def _launch(config: StackConfig, service: Service) -> subprocess.Popen | Service
         proc = subprocess.Popen(service.argv, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, cwd=REPO_ROOT,
                                 start_new_session=True)
-    _write_pid_record(pid_path, PidRecord(proc.pid, _proc_start_ticks(proc.pid),
-                                          service.argv, service.address))
+    _write_pid_record(_pid_file(config, service.name),
+                      PidRecord(proc.pid, _proc_start_ticks(proc.pid), service.argv,
+                                service.address))
     return proc
 
 
 def start_services(config: StackConfig, batch: list[Service]) -> list[ServiceState]:
     """Start the services of a batch side by side, then wait until each one is ready."""
-    launched = [(service, _launch(config, service)) for service in batch]
+    running = {service.name: _running_state(config, service) for service in batch}
+    for service in batch:
+        if running[service.name] is None and service.port is not None \
+                and not _port_is_free(config.host, service.port):
+            raise StackError(f"port {service.port} on {config.host} is taken by another "
+                             f"process; choose another port for {service.name}")
+
+    launched = [(service, running[service.name] or _launch(config, service))
+                for service in batch]
     states = []
     failures = []
     for service, proc in launched:

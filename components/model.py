@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402  (after the log level, so TensorFlow starts quietly)
 from keras import ops  # noqa: E402
@@ -143,9 +143,12 @@ def load_classifier(model_uri: str) -> SentimentClassifier:
     if (path / "artifacts" / "model_dir" / CONFIG_FILE).is_file():
         return SentimentClassifier.load(path / "artifacts" / "model_dir")
 
-    import mlflow.pyfunc
+    import mlflow
 
     from sentinova.settings import configure_mlflow
 
     configure_mlflow()
-    return mlflow.pyfunc.load_model(model_uri).unwrap_python_model().classifier
+    # Only the model folder is fetched; the pyfunc wrapper and its environment checks are not
+    # needed to predict.
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/artifacts/model_dir")
+    return SentimentClassifier.load(local)

@@ -60,7 +60,8 @@ def predict_file(classifier, input_path: str, output_path: str,
     with partial.open("wb") as out:
         for chunk in _chunks(source, chunk_size):
             texts = [text for text, _ in chunk if text is not None]
-            probs = classifier.predict_proba(texts).round(5).tolist() if texts else []
+            probs = (classifier.predict_proba(texts).astype(float).round(5).tolist()
+                     if texts else [])
             rows = iter(probs)
             for text, error in chunk:
                 if error is not None:

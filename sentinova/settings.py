@@ -52,7 +52,7 @@ def get_settings() -> Settings:
 def configure_environment() -> None:
     """Set quiet, local defaults: Prefect's state under SENTINOVA_HOME, no telemetry."""
     os.environ.setdefault("PREFECT_HOME", str(Settings().prefect_home))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     # A busy 2-core machine can take longer than Prefect's default 20 s to start its API.

@@ -42,7 +42,7 @@ class ProbabilityModel:
 
 
 def textblob_model() -> ProbabilityModel:
-    """TextBlob polarity p as [max(-p, 0), 1 - |p|, max(p, 0)] (argmax differs from the ETL rule)."""
+    """TextBlob polarity p as the probabilities [max(-p, 0), 1 - |p|, max(p, 0)]."""
     score = polarity_scorer("textblob")
 
     def predict_proba(texts):
@@ -142,7 +142,8 @@ def throughput(model: ProbabilityModel, texts: list[str], lines: int, work: Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=Path, default=SHARED / "tweets/semeval2017_sentiment_train.jsonl")
+    parser.add_argument("--train", type=Path,
+                        default=SHARED / "tweets/semeval2017_sentiment_train.jsonl")
     parser.add_argument("--validation", type=Path,
                         default=SHARED / "tweets/tweeteval_sentiment_validation.jsonl")
     parser.add_argument("--airline", type=Path, default=SHARED / "tweets/airline_sentiment.jsonl")

@@ -115,7 +115,7 @@ async def _read_status(reader: asyncio.StreamReader) -> int:
 
 
 async def _connection(port: int, requests: list[bytes], offset: int, stride: int,
-                      start: float, stop: float, period: float | None,
+                      start: float, stop: float, grace: float, period: float | None,
                       latencies: list[float], statuses: dict[str, int]) -> None:
     """Drive one keep-alive connection: closed loop (period None) or paced by a schedule."""
     reader, writer = await asyncio.open_connection(LOOPBACK, port)
@@ -129,7 +129,9 @@ async def _connection(port: int, requests: list[bytes], offset: int, stride: int
                 due = start + index * period
                 if due > now:
                     await asyncio.sleep(due - now)
-            if due >= stop:
+            # Due requests still unsent this long after the run count as dropped: the bench
+            # stays bounded in time even when the server falls far behind the pace.
+            if due >= stop or now >= stop + grace:
                 return
             writer.write(requests[index % len(requests)])
             try:
@@ -156,13 +158,17 @@ async def _python_load(port: int, tweets: list[str], connections: int, duration:
     start = time.perf_counter() + 0.05
     stop = start + duration
     period = None if rate is None else 1.0 / rate
+    grace = min(duration, 10.0)
     await asyncio.gather(*(
-        _connection(port, requests, k, connections, start, stop, period, latencies, statuses)
+        _connection(port, requests, k, connections, start, stop, grace, period, latencies,
+                    statuses)
         for k in range(connections)))
     elapsed = time.perf_counter() - start
     ms = np.array(latencies) * 1000.0
+    answered = int(ms.size) + statuses["socket"]
+    dropped = max(0, round(rate * duration) - answered) if rate is not None else 0
     return {"requests": int(ms.size), "seconds": round(elapsed, 2),
-            "rps": round(ms.size / elapsed, 1),
+            "rps": round(ms.size / elapsed, 1), "dropped": dropped,
             "p50_ms": round(float(np.percentile(ms, 50)), 2),
             "p90_ms": round(float(np.percentile(ms, 90)), 2),
             "p99_ms": round(float(np.percentile(ms, 99)), 2),
@@ -202,9 +208,7 @@ function done(summary, latency, requests)
   local e5, eo = 0, 0
   for _, t in ipairs(threads) do e5 = e5 + t:get("errors_5xx"); eo = eo + t:get("errors_other") end
   local s = summary.errors
-  io.write(string.format(
-    "WRK_JSON {\\"requests\\": %%d, \\"us\\": %%d, \\"p50\\": %%d, \\"p90\\": %%d, \\"p99\\": %%d, " ..
-    "\\"max\\": %%d, \\"e5\\": %%d, \\"eo\\": %%d, \\"socket\\": %%d}\\n",
+  io.write(string.format("WRK_FIGURES %%d %%d %%d %%d %%d %%d %%d %%d %%d\\n",
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
     latency:percentile(99), latency.max, e5, eo,
     s.connect + s.read + s.write + s.timeout))
@@ -225,19 +229,21 @@ def wrk_load(port: int, tweets: list[str], connections: int, duration: float) ->
             capture_output=True, text=True, timeout=duration + 60, check=True)
     finally:
         os.unlink(script.name)
-    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("WRK_JSON "))
-    raw = json.loads(line.removeprefix("WRK_JSON "))
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("WRK_FIGURES "))
+    names = ["requests", "us", "p50", "p90", "p99", "max", "e5", "eo", "socket"]
+    raw = dict(zip(names, map(int, line.split()[1:]), strict=True))
     seconds = raw["us"] / 1e6
     return {"requests": raw["requests"], "seconds": round(seconds, 2),
             "rps": round(raw["requests"] / seconds, 1),
             "p50_ms": raw["p50"] / 1000, "p90_ms": raw["p90"] / 1000,
             "p99_ms": raw["p99"] / 1000, "max_ms": raw["max"] / 1000,
-            "errors_5xx": raw["e5"], "errors_other": raw["eo"], "socket_errors": raw["socket"]}
+            "errors_5xx": raw["e5"], "errors_other": raw["eo"], "socket_errors": raw["socket"],
+            "dropped": 0}
 
 
 def print_table(rows: list[dict]) -> None:
     columns = ["mode", "load", "generator", "requests", "rps", "p50_ms", "p90_ms", "p99_ms",
-               "max_ms", "errors_5xx", "errors_other", "socket_errors"]
+               "max_ms", "errors_5xx", "errors_other", "socket_errors", "dropped"]
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
     for row in rows:

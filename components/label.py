@@ -9,8 +9,6 @@ import pandas as pd
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from sentinova.settings import LABELS
-
 GOLD = "gold"
 _LABEL_ALIASES = {"0": "negative", "1": "neutral", "2": "positive", "neg": "negative",
                   "neu": "neutral", "pos": "positive"}

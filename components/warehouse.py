@@ -1,4 +1,4 @@
-"""Load stage: the tweet warehouse, DuckDB embedded by default or Snowflake via prefect-snowflake."""
+"""Load stage: the tweet warehouse, embedded DuckDB by default or Snowflake."""
 
 from __future__ import annotations
 

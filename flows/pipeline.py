@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from prefect import flow
 from pydantic import BaseModel
 
+from components.promote import GateConfig
 from components.train import TrainConfig
 from flows.etl import ETLReport, etl_flow
 from flows.training import TrainingReport, dataset_label, training_flow
@@ -29,9 +30,10 @@ def _run_name() -> str:
 @flow(name="pipeline", flow_run_name=_run_name, log_prints=True)
 def pipeline_flow(inputs: list[str], validation: str, extra_eval: list[str] | None = None,
                   suite: str | None = None, labeller: str = "textblob",
-                  config: TrainConfig | None = None) -> PipelineReport:
+                  config: TrainConfig | None = None,
+                  gate: GateConfig | None = None) -> PipelineReport:
     """Load the tweet files into the warehouse, then train and register a model on them."""
     etl = etl_flow(inputs=inputs, labeller=labeller)
     training = training_flow(validation=validation, extra_eval=extra_eval, suite=suite,
-                             config=config, dataset=dataset_label(inputs[0]))
+                             config=config, gate=gate, dataset=dataset_label(inputs[0]))
     return PipelineReport(etl=etl, training=training)

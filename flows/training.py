@@ -1,4 +1,4 @@
-"""Training flow: extract -> train -> evaluate -> behaviour -> register."""
+"""Training flow: extract -> train -> evaluate -> behaviour -> register -> promotion gate."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from components.behaviour import behaviour_task
 from components.evaluate import EvalResult, evaluate_task, results_table
+from components.promote import GateConfig, gate_task
 from components.register import RegisteredModel, register_task
 from components.train import TrainConfig, extract_task, train_task
 from sentinova.settings import get_settings
@@ -22,6 +23,9 @@ class TrainingReport(BaseModel):
     """The outcome of a training run: figures and the registered model."""
 
     model: RegisteredModel
+    promoted: bool
+    champion_version: int | None
+    gate_summary: str
     evaluations: list[EvalResult]
     behaviour_mean_failure_rate: float | None
     behaviour_report: str
@@ -57,8 +61,8 @@ def confusion_markdown(results: list[EvalResult]) -> str:
 @flow(name="training", flow_run_name=_run_name, log_prints=True)
 def training_flow(validation: str, extra_eval: list[str] | None = None,
                   suite: str | None = None, config: TrainConfig | None = None,
-                  dataset: str = "warehouse") -> TrainingReport:
-    """Train, evaluate and behaviour-test a BiLSTM on the warehouse's tweets, then register it."""
+                  gate: GateConfig | None = None, dataset: str = "warehouse") -> TrainingReport:
+    """Train, evaluate and behaviour-test a BiLSTM, register it, promote it if it passes."""
     config = config or TrainConfig()
     extra_eval = list(extra_eval or [])
     eval_files = [validation, *extra_eval]
@@ -73,12 +77,17 @@ def training_flow(validation: str, extra_eval: list[str] | None = None,
     run_name = f"train-{datetime.now(timezone.utc):%Y-%m-%d}-{dataset}"
     registered = register_task(trained, training_set, config, results, behaviour.report_path,
                                run_name)
+    decision = gate_task(registered.version, gate)
 
     create_table_artifact(key="evaluation", table=results_table(results),
                           description=f"Evaluation of {registered.uri}")
     create_markdown_artifact(key="confusion-matrix", markdown=confusion_markdown(results),
                              description=f"Confusion matrices of {registered.uri}")
-    report = TrainingReport(model=registered, evaluations=results,
+    promoted = decision.promote
+    champion = registered.version if promoted else (
+        decision.champion.version if decision.champion else None)
+    report = TrainingReport(model=registered, promoted=promoted, champion_version=champion,
+                            gate_summary=decision.summary, evaluations=results,
                             behaviour_mean_failure_rate=behaviour.mean_failure_rate,
                             behaviour_report=behaviour.report_path,
                             train_rows=training_set.rows, train_seconds=trained.train_seconds)

@@ -14,7 +14,8 @@ app = typer.Typer(help="Sentinova: tweets in, a tested sentiment classifier serv
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
 InputFiles = Annotated[list[str], typer.Option(
-    "--input", "-i", help="Tweet file (snscrape-style JSONL or CSV), or snscrape:QUERY; repeatable.")]
+    "--input", "-i",
+    help="Tweet file (snscrape-style JSONL or CSV), or snscrape:QUERY; repeatable.")]
 Validation = Annotated[Path, typer.Option(
     help="Labelled JSONL for model selection and the headline figures.")]
 ExtraEval = Annotated[Optional[list[Path]], typer.Option(
@@ -62,7 +63,9 @@ def _print_training(report) -> None:
         console.print(f"behavioural mean failure rate: "
                       f"{100 * report.behaviour_mean_failure_rate:.1f}% "
                       f"(report: {report.behaviour_report})")
-    champion = " (champion)" if report.model.is_champion else ""
+    console.print(f"promotion gate: {report.gate_summary}")
+    champion = " (champion)" if report.promoted else (
+        f" (champion stays version {report.champion_version})")
     console.print(f"registered model: {report.model.uri}{champion}")
 
 
@@ -115,7 +118,8 @@ def train(validation: Validation, extra_eval: ExtraEval = None, suite: Suite = N
 
 
 @app.command()
-def predict(input: Annotated[Path, typer.Option("--input", "-i", help="JSONL with text or rawContent.")],
+def predict(input: Annotated[Path, typer.Option(
+                "--input", "-i", help="JSONL with text or rawContent.")],
             output: Annotated[Path, typer.Option("--output", "-o", help="JSONL to write.")],
             model: Annotated[Optional[str], typer.Option(
                 help="MLflow model URI or model folder; default: the registry's champion.")] = None,

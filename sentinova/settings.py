@@ -60,7 +60,7 @@ def configure_environment() -> None:
 
 
 def configure_mlflow() -> str:
-    """Point MLflow at the sqlite store under SENTINOVA_HOME (or MLFLOW_TRACKING_URI) and return it."""
+    """Point MLflow at SENTINOVA_HOME's sqlite store (or MLFLOW_TRACKING_URI); return it."""
     import mlflow
 
     settings = get_settings()

@@ -15,7 +15,7 @@ from tests.conftest import TRAIN_FILE, VALIDATION_FILE, sample_lines
 
 @pytest.fixture(scope="module")
 def small_model(tmp_path_factory, shared_data):
-    """A BiLSTM trained for one epoch on 1,500 real tweets with a WordPiece vocabulary of its own."""
+    """A BiLSTM trained for one epoch on 1,500 real tweets, with its own WordPiece."""
     work = tmp_path_factory.mktemp("train")
     tweets, _ = read_tweets(sample_lines(TRAIN_FILE, work / "train.jsonl", 1500, every=7))
     tweets["text"] = [normalise_tweet(t) for t in tweets["raw_text"]]

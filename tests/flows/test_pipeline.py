@@ -60,6 +60,7 @@ def test_the_first_registered_version_is_champion_with_its_run_logged(pipeline_r
     client = MlflowClient()
     champion = client.get_model_version_by_alias(settings.model_name, "champion")
     assert int(champion.version) == training.model.version == 1
+    assert training.promoted and training.champion_version == 1
     run = client.get_run(training.model.run_id)
     assert run.data.metrics["val_macro_recall"] == pytest.approx(
         training.evaluations[0].macro_recall)

@@ -69,6 +69,16 @@ def test_a_mistyped_training_option_is_refused_by_the_server(deployed: Stack):
     assert "epochs" in response.json()["detail"]
 
 
+def test_a_misspelt_training_option_is_refused_rather_than_ignored(deployed: Stack):
+    train = deployed.deployment("training", "train")
+
+    response = deployed.api("POST", f"/deployments/{train['id']}/create_flow_run", json={
+        "parameters": {"config": {"epoch": 1}}})
+
+    assert response.status_code == 409
+    assert "epoch" in response.json()["detail"]
+
+
 def test_the_etl_deployment_run_from_the_cli_completes(etl_run: dict, deployed: Stack):
     artifacts = deployed.artifacts(etl_run["id"])
 

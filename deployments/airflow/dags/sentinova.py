@@ -128,7 +128,9 @@ class PrefectDeploymentRunOperator(BaseOperator):
             url = flow_run_url(api_url, run["id"])
             logger.info("started Prefect flow run %s of %s: %s", run["name"], self.deployment,
                         url)
-            state = self._wait(client, run["id"])
+            # The flow names its run when it starts (e.g. etl-2026-12-04-semeval): report that.
+            run = self._wait(client, run["id"])
+        state = run["state"]
         outcome = {"flow_run_id": run["id"], "name": run["name"], "state": state["type"],
                    "url": url}
         if state["type"] in FAILED_STATES:
@@ -139,17 +141,18 @@ class PrefectDeploymentRunOperator(BaseOperator):
         return outcome
 
     def _wait(self, client: httpx.Client, flow_run_id: str) -> dict[str, Any]:
-        """Poll the flow run until its state is terminal; log each change of state."""
+        """Poll the flow run until its state is terminal, logging each change; return it."""
         seen = None
         while True:
             response = self._call(client, "GET", f"/flow_runs/{flow_run_id}")
             response.raise_for_status()
-            state = response.json()["state"]
+            run = response.json()
+            state = run["state"]
             if state["name"] != seen:
-                logger.info("flow run %s is %s", flow_run_id, state["name"])
+                logger.info("flow run %s is %s", run["name"], state["name"])
                 seen = state["name"]
             if state["type"] in TERMINAL_STATES:
-                return state
+                return run
             time.sleep(self.poll_seconds)
 
     def on_kill(self) -> None:

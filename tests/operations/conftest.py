@@ -101,6 +101,8 @@ def stack(ops_home: Path, shared_data: Path):
                          worker_poll_seconds=2,
                          mlflow_tracking_uri=f"sqlite:///{ops_home / 'mlflow.db'}")
     webhook_port = free_port()
+    # The webhook service inherits the secret from this process's environment.
+    previous_secret = os.environ.get("SENTINOVA_WEBHOOK_SECRET")
     os.environ["SENTINOVA_WEBHOOK_SECRET"] = WEBHOOK_SECRET
     started = time.monotonic()
     try:
@@ -117,6 +119,10 @@ def stack(ops_home: Path, shared_data: Path):
                 f"http://127.0.0.1:{webhook_port}/notices", env)
     for state in down(config):
         print(f"down: {state.name} {state.action}")
+    if previous_secret is None:
+        os.environ.pop("SENTINOVA_WEBHOOK_SECRET", None)
+    else:
+        os.environ["SENTINOVA_WEBHOOK_SECRET"] = previous_secret
 
 
 @pytest.fixture(scope="session")

@@ -175,7 +175,8 @@ def test_second_up_starts_nothing_new(stack: Stack):
 
 @pytest.mark.slow
 def test_up_then_down_leaves_no_process_behind(tmp_path: Path):
-    config = StackConfig(home=tmp_path, prefect_port=free_port(), mlflow_port=free_port())
+    config = StackConfig(home=tmp_path, prefect_port=free_port(), mlflow_port=free_port(),
+                         mlflow_tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
         states = up(config)
         assert [s.action for s in states] == ["started"] * 4

@@ -136,19 +136,18 @@ except ImportError:  # the serving image may carry the classifier without MLflow
 
 
 def load_classifier(model_uri: str) -> SentimentClassifier:
-    """Return the classifier behind an MLflow model URI or a local model folder."""
+    """Return the classifier behind an MLflow model URI, a pyfunc folder or a model folder."""
+    import mlflow
+
     path = Path(model_uri)
     if (path / CONFIG_FILE).is_file():
         return SentimentClassifier.load(path)
-    if (path / "artifacts" / "model_dir" / CONFIG_FILE).is_file():
-        return SentimentClassifier.load(path / "artifacts" / "model_dir")
+    if not (path / "MLmodel").is_file():
+        from sentinova.settings import configure_mlflow
 
-    import mlflow
-
-    from sentinova.settings import configure_mlflow
-
-    configure_mlflow()
-    # Only the model folder is fetched; the pyfunc wrapper and its environment checks are not
-    # needed to predict.
-    local = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/artifacts/model_dir")
-    return SentimentClassifier.load(local)
+        configure_mlflow()
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    # The classifier is read straight from the pyfunc's files: its wrapper and environment
+    # checks are not needed to predict.
+    artifacts = mlflow.models.Model.load(path).flavors["python_function"]["artifacts"]
+    return SentimentClassifier.load(path / artifacts["model_dir"]["path"])

@@ -12,6 +12,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from pydantic import Field
@@ -435,6 +436,9 @@ def run_server(predict_proba: PredictProba, config: ServeConfig) -> None:
 
 def serve_model(model_uri: str, config: ServeConfig) -> None:
     """Load the classifier at model_uri, warm it up and serve it behind the contract."""
+    # A plain path has no URI scheme; saying it is missing beats MLflow's artifact error.
+    if ":" not in model_uri and not Path(model_uri).exists():
+        raise FileNotFoundError(f"no model folder at {model_uri}")
     from components.model import load_classifier
 
     start = time.perf_counter()

@@ -110,7 +110,7 @@ try:
     import mlflow.pyfunc
 
     # MLflow asks for type hints to infer a signature; the pyfunc takes plain texts or a frame.
-    warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+    warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 
     class SentinovaPyfunc(mlflow.pyfunc.PythonModel):
         """MLflow wrapper: predict(list of texts | DataFrame with `text`) -> labels and probs."""

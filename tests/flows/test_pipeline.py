@@ -1,8 +1,6 @@
 """The main job end to end on a few thousand real tweets, as real Prefect flow runs."""
 
 import json
-import subprocess
-import sys
 
 import mlflow
 import pytest
@@ -10,7 +8,7 @@ from mlflow import MlflowClient
 
 from components.train import TrainConfig
 from sentinova.settings import configure_mlflow, get_settings
-from tests.conftest import (AIRLINE_FILE, REPO, SUITE_FILE, TRAIN_FILE, VALIDATION_FILE,
+from tests.conftest import (AIRLINE_FILE, SUITE_FILE, TRAIN_FILE, VALIDATION_FILE,
                             sample_lines)
 
 
@@ -83,12 +81,15 @@ def test_the_registered_pyfunc_predicts_labels_and_probabilities_from_raw_text(p
 
 
 def test_cli_predict_writes_a_line_with_probabilities_for_every_input(pipeline_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from sentinova.cli import app
+
     _, train, _ = pipeline_run
     source = sample_lines(train, tmp_path / "in.jsonl", 50)
-    result = subprocess.run(
-        [sys.executable, "-m", "sentinova.cli", "predict", "--input", str(source),
-         "--output", str(tmp_path / "out.jsonl")], capture_output=True, text=True, cwd=REPO)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = CliRunner().invoke(app, ["predict", "--input", str(source),
+                                      "--output", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.output[-2000:]
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(lines) == 50
     assert all(len(line["probs"]) == 3 for line in lines)

@@ -231,3 +231,26 @@ def test_gate_task_promotes_a_better_challenger_and_writes_an_artifact(registry,
     assert champion_version() == better
     assert any(a.key == "promotion-gate" and "PROMOTE" in a.data for a in artifacts)
     assert alias_history()[-1].who == "promotion-gate"
+
+
+def test_cli_promote_and_rollback_report_the_alias_move(registry):
+    import typer
+    from typer.testing import CliRunner
+
+    from sentinova.cli_serving import register as register_commands
+
+    app = typer.Typer()
+    register_commands(app)
+    first, second = register(0.6, 0.4), register(0.65, 0.35)
+    runner = CliRunner()
+
+    promoted = runner.invoke(app, ["promote", "--version", str(first), "--why", "baseline",
+                                   "--who", "erin"])
+    runner.invoke(app, ["promote", "--version", str(second), "--why", "better"])
+    rolled = runner.invoke(app, ["rollback", "--why", "airline complaints", "--who", "erin"])
+    missing = runner.invoke(app, ["promote", "--version", "42", "--why", "typo"])
+
+    assert promoted.exit_code == 0 and f"version {first} (was None), by erin" in promoted.output
+    assert rolled.exit_code == 0 and f"rolled back to version {first}" in rolled.output
+    assert isinstance(missing.exception, PromotionError)
+    assert champion_version() == first

@@ -274,3 +274,12 @@ def test_served_predictions_of_a_real_model_equal_its_predict_proba(real_classif
     np.testing.assert_allclose(each, expected, atol=1e-6)
     assert [a.json()["predictions"][0]["label"] for a in singles] == [
         p["label"] for p in together.json()["predictions"]]
+
+
+def test_garbage_on_the_socket_gets_a_400_and_the_server_keeps_serving(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+        reply = sock.recv(200)
+    assert reply.startswith(b"HTTP/1.1 400")
+    assert httpx.get(f"{server.url}/ping", timeout=5).status_code == 200

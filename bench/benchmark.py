@@ -21,7 +21,7 @@ import numpy as np
 
 from components.behaviour import load_suite, run_suite
 from components.evaluate import evaluate_model, labelled_texts
-from components.label import polarity_scorer
+from components.label import LabellerConfig, polarity_label, polarity_scorer
 from components.normalise import normalise_tweet
 from components.predict import predict_file
 from sentinova.settings import LABELS
@@ -32,38 +32,51 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 class ProbabilityModel:
     """A baseline seen through the same predict_proba/predict interface as Sentinova's model."""
 
-    def __init__(self, name: str, predict_proba, train_seconds: float = 0.0):
+    def __init__(self, name: str, predict_proba, train_seconds: float = 0.0, predict=None):
         self.name = name
         self.predict_proba = predict_proba
         self.train_seconds = train_seconds
+        self._predict = predict
 
     def predict(self, texts: list[str]) -> list[str]:
+        """Return labels: the system's own rule where it has one, else the likeliest class."""
+        if self._predict is not None:
+            return self._predict(texts)
         return [LABELS[i] for i in self.predict_proba(texts).argmax(axis=1)]
 
 
 def textblob_model() -> ProbabilityModel:
-    """TextBlob polarity p as the probabilities [max(-p, 0), 1 - |p|, max(p, 0)]."""
+    """TextBlob labels by the original rule; probabilities [max(-p, 0), 1 - |p|, max(p, 0)]."""
     score = polarity_scorer("textblob")
+    config = LabellerConfig.for_labeller("textblob")
+
+    def predict(texts):
+        return [polarity_label(score(normalise_tweet(t)), config) for t in texts]
 
     def predict_proba(texts):
         polarity = np.array([score(normalise_tweet(t)) for t in texts])
         return np.stack([np.maximum(-polarity, 0), 1 - np.abs(polarity),
                          np.maximum(polarity, 0)], axis=1)
 
-    return ProbabilityModel("TextBlob polarity", predict_proba)
+    return ProbabilityModel("TextBlob polarity", predict_proba, predict=predict)
 
 
 def vader_model() -> ProbabilityModel:
-    """VADER's neg/neu/pos proportions as the three probabilities."""
+    """VADER labels by compound +-0.05; its neg/neu/pos proportions as the probabilities."""
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     analyser = SentimentIntensityAnalyzer()
+    config = LabellerConfig.for_labeller("vader")
+
+    def predict(texts):
+        return [polarity_label(analyser.polarity_scores(normalise_tweet(t))["compound"], config)
+                for t in texts]
 
     def predict_proba(texts):
         scores = [analyser.polarity_scores(normalise_tweet(t)) for t in texts]
         return np.array([[s["neg"], s["neu"], s["pos"]] for s in scores]) + 1e-9
 
-    return ProbabilityModel("VADER", predict_proba)
+    return ProbabilityModel("VADER", predict_proba, predict=predict)
 
 
 def logistic_regression_model(train_texts: list[str], train_labels: list[str]) -> ProbabilityModel:

@@ -51,7 +51,10 @@ def get_settings() -> Settings:
 
 def configure_environment() -> None:
     """Set quiet, local defaults: Prefect's state under SENTINOVA_HOME, no telemetry."""
-    os.environ.setdefault("PREFECT_HOME", str(Settings().prefect_home))
+    if "PREFECT_HOME" not in os.environ:
+        prefect_home = Settings().prefect_home
+        prefect_home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(prefect_home)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -8,7 +8,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.sentinova-installed
 UV := $(BIN)/uv
 
-.PHONY: run test test-all env clean-state
+AIRFLOW_VENV := .venv-airflow
+
+.PHONY: run test test-all test-ops env clean-state
 
 $(STAMP): requirements.txt requirements-test.txt requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +34,16 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+$(AIRFLOW_VENV)/bin/airflow: deployments/airflow/requirements.txt deployments/airflow/constraints.txt $(STAMP)
+	$(UV) venv --quiet --python 3.11 $(AIRFLOW_VENV)
+	$(UV) pip install --quiet --python $(AIRFLOW_VENV)/bin/python \
+	  -r deployments/airflow/requirements.txt -c deployments/airflow/constraints.txt
+
+# The operations integration tests: a real Prefect server, deployments, workers, the webhook
+# trigger and the Airflow DAG's dag.test() (about 20 minutes on 2 cores).
+test-ops: $(STAMP) $(AIRFLOW_VENV)/bin/airflow
+	$(BIN)/python -m pytest tests/operations -q
 
 clean-state:
 	rm -rf .sentinova

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from components.ingest import read_tweets
 from components.label import canonical_label
@@ -22,6 +22,9 @@ from sentinova.settings import LABELS
 
 class TrainConfig(BaseModel):
     """Every hyperparameter of a training run; all of it is logged to MLflow."""
+
+    # A misspelt option is refused, never silently replaced by its default.
+    model_config = ConfigDict(extra="forbid")
 
     seed: int = 42
     epochs: int = 3

@@ -32,7 +32,15 @@ class DeployReport(BaseModel):
     sagemaker: SageMakerDeployment | None = None
 
 
-@flow(name="deploy", log_prints=False)
+def _run_name() -> str:
+    from prefect.runtime import flow_run
+
+    version = flow_run.parameters.get("version")
+    target = flow_run.parameters.get("target") or "local"
+    return f"deploy-{target}-" + (f"v{version}" if version else "champion")
+
+
+@flow(name="deploy", flow_run_name=_run_name, log_prints=False)
 def deploy_flow(
     target: Literal["local", "sagemaker"] = "local",
     version: int | None = None,

@@ -18,6 +18,7 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from sentinova.settings import configure_mlflow, get_settings
+from sentinova.stack import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -87,28 +88,11 @@ def serve_command(model_uri: str, host: str, port: int) -> list[str]:
             "--host", host, "--port", str(port)]
 
 
-def _alive(pid: int) -> bool:
-    """Return whether a process with this pid exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (OSError, IndexError):
-            return True
-    return True
-
-
 def _is_our_server(pid: int, port: int) -> bool:
     """Return whether pid runs `sentinova serve` on this port (guards against reused pids)."""
     cmdline = Path(f"/proc/{pid}/cmdline")
     if not cmdline.exists():
-        return _alive(pid)
+        return pid_alive(pid)
     try:
         argv = cmdline.read_bytes().split(b"\0")
     except OSError:
@@ -126,7 +110,7 @@ def running_server(port: int) -> LocalServer | None:
     except ValueError:
         path.unlink(missing_ok=True)
         return None
-    if _alive(server.pid) and _is_our_server(server.pid, port):
+    if pid_alive(server.pid) and _is_our_server(server.pid, port):
         return server
     path.unlink(missing_ok=True)
     return None
@@ -139,9 +123,9 @@ def stop_local_server(port: int, timeout_s: float = 15.0) -> bool:
         return False
     os.kill(server.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _alive(server.pid) and time.monotonic() < deadline:
+    while pid_alive(server.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(server.pid):
+    if pid_alive(server.pid):
         os.kill(server.pid, signal.SIGKILL)
     pid_file(port).unlink(missing_ok=True)
     log.info("stopped the server on port %d (pid %d)", port, server.pid)

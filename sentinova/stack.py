@@ -112,7 +112,7 @@ def _proc_start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Return whether a process with this pid exists and is not a zombie."""
     try:
         os.kill(pid, 0)
@@ -134,7 +134,7 @@ class PidRecord:
 
     def is_running(self) -> bool:
         """Return whether this very process (not a later one reusing its pid) still runs."""
-        if not _pid_alive(self.pid):
+        if not pid_alive(self.pid):
             return False
         ticks = _proc_start_ticks(self.pid)
         return self.start_ticks is None or ticks is None or ticks == self.start_ticks
@@ -270,7 +270,7 @@ def _terminate_group(pid: int, grace: float = 20.0) -> None:
             waited, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             waited = 0
-        if waited == pid or not _pid_alive(pid):
+        if waited == pid or not pid_alive(pid):
             break
         time.sleep(0.2)
     try:

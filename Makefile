@@ -10,7 +10,7 @@ UV := $(BIN)/uv
 
 AIRFLOW_VENV := .venv-airflow
 
-.PHONY: run test test-all test-ops env clean-state
+.PHONY: run test test-all test-slow test-ops env clean-state
 
 $(STAMP): requirements.txt requirements-test.txt requirements-nodeps.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
+
+# The slow tests outside tests/operations (a redeploy, the serving image's entry script).
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow --ignore=tests/operations -q
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q

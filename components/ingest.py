@@ -58,6 +58,10 @@ def _row(record: dict[str, Any], source_file: str, line: int) -> dict[str, Any] 
     text = _text_of(record)
     if text is None:
         return "no tweet text"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "tweet text is not valid Unicode (a lone surrogate escape)"
 
     label = record.get("label", record.get("sentiment"))
     return {

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
 import pandas as pd
 from prefect import get_run_logger, task
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
 GOLD = "gold"
 _LABEL_ALIASES = {"0": "negative", "1": "neutral", "2": "positive", "neg": "negative",
@@ -22,12 +23,23 @@ class LabellerConfig(BaseModel):
     positive_above: float = 0.25
     negative_below: float = 0.0
 
+    @model_validator(mode="after")
+    def _thresholds_are_ordered(self) -> LabellerConfig:
+        if not (math.isfinite(self.positive_above) and math.isfinite(self.negative_below)):
+            raise ValueError("labeller thresholds must be finite numbers")
+        if self.negative_below > self.positive_above:
+            raise ValueError(f"negative_below ({self.negative_below}) must not exceed "
+                             f"positive_above ({self.positive_above})")
+        return self
+
     @classmethod
     def for_labeller(cls, name: str) -> LabellerConfig:
         """Return the customary thresholds for a labeller (VADER's are +-0.05 on compound)."""
         if name == "vader":
             return cls(name="vader", positive_above=0.05, negative_below=-0.05)
-        return cls(name="textblob")
+        if name == "textblob":
+            return cls(name="textblob")
+        raise ValueError(f"unknown labeller {name!r}: use textblob or vader")
 
 
 def polarity_scorer(name: str) -> Callable[[str], float]:

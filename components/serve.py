@@ -115,6 +115,12 @@ def _parse_json(text: str) -> list[str]:
         if not isinstance(tweet, str):
             kind = type(tweet).__name__
             raise RequestError(400, f'"inputs"[{index}] is a {kind}, not a tweet string')
+        # A lone surrogate (a JSON escape such as \ud800) is no Unicode text; caught here, it
+        # fails its own request instead of the micro-batch it would have joined.
+        try:
+            tweet.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(400, f'"inputs"[{index}] is not valid Unicode text') from None
     return inputs
 
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from components.ingest import read_tweets
 from components.label import canonical_label
@@ -27,7 +27,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = 42
-    epochs: int = 3
+    epochs: int = Field(default=3, ge=1)
     batch_size: int = 128
     max_len: int = 64
     lstm_units: int = 64
@@ -39,7 +39,7 @@ class TrainConfig(BaseModel):
     embedding_dim: int = 128
     vocab_size: int = 16000
     class_weighting: bool = True
-    max_rows: int | None = None
+    max_rows: int | None = Field(default=None, gt=0)
     # Extra (text, label) pairs generated from Sentinova's own augmentation templates, which
     # share no sentence or word list with the behavioural suites.
     augmentations: int = 0
@@ -76,28 +76,34 @@ def snapshot_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def file_ids(paths: list[str]) -> set[str]:
-    """Return the tweet ids in evaluation files, so training can leave them out."""
+def evaluation_keys(paths: list[str]) -> tuple[set[str], set[str]]:
+    """Return the tweet ids and normalised, lowercased texts of evaluation files."""
     ids: set[str] = set()
+    texts: set[str] = set()
     for path in paths:
-        ids.update(read_tweets(path)[0]["id"])
-    return ids
+        tweets = read_tweets(path)[0]
+        ids.update(tweets["id"])
+        texts.update(normalise_tweet(text).lower() for text in tweets["raw_text"])
+    return ids, texts
 
 
 def extract_training_set(out_path: str, exclude_ids: set[str], max_rows: int | None,
-                         seed: int) -> TrainingSet:
-    """Write the warehouse's tweets (less excluded ids, optionally sampled) to out_path."""
+                         seed: int, exclude_texts: set[str] | None = None) -> TrainingSet:
+    """Write the warehouse's tweets, less evaluation tweets (by id or text), to out_path."""
     tweets = get_warehouse().read_tweets()
     if tweets.empty:
         raise ValueError("the warehouse holds no tweets: run `sentinova etl --input FILE` first")
 
-    kept = tweets[~tweets["id"].isin(exclude_ids)]
+    # An evaluation tweet loaded under another id is still an evaluation tweet.
+    leaked = tweets["text"].str.lower().isin(exclude_texts or set())
+    kept = tweets[~tweets["id"].isin(exclude_ids) & ~leaked]
+    excluded = len(tweets) - len(kept)
     if max_rows is not None and len(kept) > max_rows:
         kept = kept.sample(n=max_rows, random_state=seed).sort_values("id")
     kept.to_parquet(out_path, index=False)
     return TrainingSet(path=out_path, rows=len(kept), sha256=snapshot_hash(kept),
                        label_counts=kept["label"].value_counts().to_dict(),
-                       excluded=len(tweets) - len(kept))
+                       excluded=excluded)
 
 
 def build_bilstm(vocab_size: int, embeddings: np.ndarray | None, config: TrainConfig):
@@ -221,7 +227,8 @@ def train_model(training_set: TrainingSet, validation: str, out_dir: str,
 def extract_task(out_path: str, exclude_files: list[str], max_rows: int | None,
                  seed: int) -> TrainingSet:
     """Snapshot the warehouse's tweets for training, leaving out every evaluation tweet."""
-    training_set = extract_training_set(out_path, file_ids(exclude_files), max_rows, seed)
+    ids, texts = evaluation_keys(exclude_files)
+    training_set = extract_training_set(out_path, ids, max_rows, seed, texts)
     get_run_logger().info("training snapshot: %d rows (%s), %d excluded, sha256 %s",
                           training_set.rows, training_set.label_counts, training_set.excluded,
                           training_set.sha256[:12])

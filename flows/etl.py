@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -40,15 +41,14 @@ def _run_name() -> str:
 
 
 @flow(name="etl", flow_run_name=_run_name, log_prints=True)
-def etl_flow(inputs: list[str], labeller: str = "textblob",
+def etl_flow(inputs: list[str], labeller: Literal["textblob", "vader"] = "textblob",
              positive_above: float | None = None,
              negative_below: float | None = None) -> ETLReport:
     """Load tweet files into the warehouse; unusable rows are quarantined with their reason."""
     config = LabellerConfig.for_labeller(labeller)
-    if positive_above is not None:
-        config.positive_above = positive_above
-    if negative_below is not None:
-        config.negative_below = negative_below
+    overrides = {"positive_above": positive_above, "negative_below": negative_below}
+    config = LabellerConfig(**{**config.model_dump(),
+                               **{k: v for k, v in overrides.items() if v is not None}})
 
     staging = get_settings().home.resolve() / "staging" / uuid.uuid4().hex[:12]
     staging.mkdir(parents=True, exist_ok=True)

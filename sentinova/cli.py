@@ -148,7 +148,10 @@ _register_commands()
 def main() -> None:
     """Entry point: run the command; a failure exits non-zero with a one-line reason."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns a command's exit code instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except typer.Exit as done:
         sys.exit(done.exit_code)
     except (typer.Abort, KeyboardInterrupt):

@@ -30,3 +30,14 @@ def test_predict_with_an_unknown_model_fails_cleanly(tmp_path):
                         "--output", str(tmp_path / "out.jsonl"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_an_operations_command_that_fails_exits_non_zero(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "SENTINOVA_WEBHOOK_SECRET"}
+    result = subprocess.run([sys.executable, "-m", "sentinova.cli", "sign", "--path",
+                             str(tmp_path / "x.jsonl"), "--rows", "3"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error")

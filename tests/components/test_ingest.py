@@ -60,3 +60,10 @@ def test_stage_files_combines_inputs_into_one_batch(tmp_path):
     b.write_text('{"id": 2, "rawContent": "two"}\nbroken\n')
     batch = stage_files([str(a), str(b)], tmp_path / "stage")
     assert (batch.rows, batch.quarantined) == (2, 1)
+
+
+def test_a_lone_surrogate_is_quarantined_not_fatal(tmp_path):
+    source = tmp_path / "t.jsonl"
+    source.write_text('{"id": 1, "rawContent": "bad \\ud800 x"}\n{"id": 2, "rawContent": "ok"}\n')
+    batch = stage_files([str(source)], tmp_path / "stage")
+    assert (batch.rows, batch.quarantined) == (1, 1)

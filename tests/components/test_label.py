@@ -44,3 +44,12 @@ def test_unknown_labeller_is_refused():
 def test_label_spellings_are_canonical():
     assert [canonical_label(v) for v in ("Positive", " neg ", 0, "", None, "meh")] == [
         "positive", "negative", "negative", None, None, "meh"]
+
+
+def test_unknown_labeller_names_and_disordered_thresholds_are_refused():
+    with pytest.raises(ValueError, match="unknown labeller"):
+        LabellerConfig.for_labeller("VADER")
+    with pytest.raises(ValueError, match="must not exceed"):
+        LabellerConfig(positive_above=-0.5, negative_below=0.5)
+    with pytest.raises(ValueError, match="finite"):
+        LabellerConfig(positive_above=float("nan"))

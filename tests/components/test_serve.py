@@ -132,6 +132,7 @@ def test_csv_invocation_reads_one_tweet_a_line_and_quoted_records(server):
         (b'{"tweets": ["a"]}', "application/json", 400, '{"inputs"'),
         (b'{"inputs": "a"}', "application/json", 400, "must be a list"),
         (b'{"inputs": ["a", 3]}', "application/json", 400, '"inputs"[1] is a int'),
+        (b'{"inputs": ["a", "\\ud800 x"]}', "application/json", 400, "not valid Unicode"),
         (b"\xff\xfe", "application/json", 400, "UTF-8"),
         (b"\n\n", "text/csv", 400, "empty"),
         (b'{"inputs": ["a"]}', "text/plain", 415, "unsupported content type 'text/plain'"),

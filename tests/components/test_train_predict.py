@@ -92,3 +92,34 @@ def test_predict_file_writes_one_line_per_input_line_in_order(small_model, tmp_p
     for line in (lines[0], lines[1], lines[4]):
         assert line["label"] in ("negative", "neutral", "positive")
         assert len(line["probs"]) == 3 and abs(sum(line["probs"]) - 1) < 1e-3
+
+
+def test_evaluation_tweets_are_left_out_by_id_and_by_text(tmp_path, monkeypatch):
+    from components import train
+    from components.train import evaluation_keys, extract_training_set
+    from components.warehouse import TWEET_COLUMNS, DuckDBWarehouse
+
+    evaluation = tmp_path / "val.jsonl"
+    evaluation.write_text('{"id": "v1", "rawContent": "Great &amp; sunny", "label": "positive"}\n')
+    warehouse = DuckDBWarehouse(tmp_path / "w.duckdb")
+    texts = ["great & sunny", "a copy under a new id: no", "Great & Sunny", "kept"]
+    rows = pd.DataFrame({"id": ["v1", "x1", "x2", "x3"], "text": texts, "raw_text": texts,
+                         "label": "neutral", "label_source": "gold", "date": None,
+                         "lang": "en", "source": "t", "source_file": "f", "line": 1},
+                        columns=TWEET_COLUMNS)
+    rows.loc[1, "text"] = "something else"
+    warehouse.load(rows, pd.DataFrame(columns=["source_file", "line", "reason", "raw"]))
+    monkeypatch.setattr(train, "get_warehouse", lambda: warehouse)
+
+    ids, eval_texts = evaluation_keys([str(evaluation)])
+    snapshot = extract_training_set(str(tmp_path / "t.parquet"), ids, None, 0, eval_texts)
+    assert sorted(pd.read_parquet(snapshot.path)["id"]) == ["x1", "x3"]
+    assert snapshot.excluded == 2
+
+
+def test_training_options_are_checked():
+    from pydantic import ValidationError
+
+    for bad in ({"epochs": 0}, {"max_rows": -5}, {"epoch": 1}):
+        with pytest.raises(ValidationError):
+            TrainConfig(**bad)

@@ -52,6 +52,8 @@ def predict_file(classifier, input_path: str, output_path: str,
     source, target = Path(input_path), Path(output_path)
     if not source.is_file():
         raise FileNotFoundError(f"input file not found: {source}")
+    if target.is_dir():
+        raise IsADirectoryError(f"output must be a file path, not the folder {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
 

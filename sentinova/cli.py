@@ -163,7 +163,13 @@ def main() -> None:
         if isinstance(error, click.exceptions.ClickException):
             error.show()
             sys.exit(error.exit_code)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        from pydantic import ValidationError
+
+        if isinstance(error, ValidationError):
+            reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+                               for e in error.errors())
+        else:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         typer.echo(f"error: {type(error).__name__}: {reason}", err=True)
         sys.exit(1)
 

@@ -52,7 +52,9 @@ def get_settings() -> Settings:
 def configure_environment() -> None:
     """Set quiet, local defaults: Prefect's state under SENTINOVA_HOME, no telemetry."""
     if "PREFECT_HOME" not in os.environ:
-        prefect_home = Settings().prefect_home
+        # Read directly, so a bad setting elsewhere is reported by the command, not at import.
+        home = Path(os.environ.get("SENTINOVA_HOME") or ".sentinova")
+        prefect_home = (home / "prefect").resolve()
         prefect_home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(prefect_home)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

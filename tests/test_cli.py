@@ -41,3 +41,17 @@ def test_an_operations_command_that_fails_exits_non_zero(tmp_path):
                             capture_output=True, text=True, cwd=REPO, timeout=300, env=env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error")
+
+
+def test_a_bad_setting_is_one_line_and_help_still_works():
+    import os
+
+    env = {**os.environ, "SENTINOVA_WAREHOUSE": "postgres"}
+    assert subprocess.run([sys.executable, "-m", "sentinova.cli", "--help"], env=env,
+                          capture_output=True, cwd=REPO, timeout=300).returncode == 0
+    result = subprocess.run([sys.executable, "-m", "sentinova.cli", "predict", "--input", "x",
+                             "--output", "y"], env=env, capture_output=True, text=True,
+                            cwd=REPO, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: ValidationError: warehouse: Input should be 'duckdb' or 'snowflake'")

@@ -123,3 +123,12 @@ def test_training_options_are_checked():
     for bad in ({"epochs": 0}, {"max_rows": -5}, {"epoch": 1}):
         with pytest.raises(ValidationError):
             TrainConfig(**bad)
+
+
+def test_predict_refuses_a_folder_as_output_and_writes_nothing(small_model, tmp_path):
+    trained, _ = small_model
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "hi"}\n')
+    with pytest.raises(IsADirectoryError, match="not the folder"):
+        predict_file(SentimentClassifier.load(trained.model_dir), str(source), str(tmp_path))
+    assert not list(tmp_path.parent.glob("*.partial"))

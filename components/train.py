@@ -113,10 +113,13 @@ def build_bilstm(vocab_size: int, embeddings: np.ndarray | None, config: TrainCo
 
     ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
     if embeddings is not None:
-        embedded = layers.Embedding(
-            vocab_size, embeddings.shape[1], mask_zero=True, name="wordpiece_embedding",
-            embeddings_initializer=keras.initializers.Constant(embeddings),
-            trainable=config.train_embeddings)(ids)
+        embedding = layers.Embedding(vocab_size, embeddings.shape[1], mask_zero=True,
+                                     name="wordpiece_embedding",
+                                     trainable=config.train_embeddings)
+        embedded = embedding(ids)
+        # Assigned, not passed as a Constant initializer: Keras would write the whole matrix
+        # into the saved model's JSON config (a 280 MB file, slow to save and load).
+        embedding.embeddings.assign(embeddings)
     else:
         embedded = layers.Embedding(vocab_size, config.embedding_dim, mask_zero=True,
                                     name="wordpiece_embedding")(ids)

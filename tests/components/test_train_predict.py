@@ -132,3 +132,24 @@ def test_predict_refuses_a_folder_as_output_and_writes_nothing(small_model, tmp_
     with pytest.raises(IsADirectoryError, match="not the folder"):
         predict_file(SentimentClassifier.load(trained.model_dir), str(source), str(tmp_path))
     assert not list(tmp_path.parent.glob("*.partial"))
+
+
+def test_a_warm_started_model_keeps_the_checkpoint_embeddings_and_saves_small(tmp_path):
+    from components.tokenizer import checkpoint_embeddings
+
+    tweets, _ = read_tweets(sample_lines(TRAIN_FILE, tmp_path / "t.jsonl", 300))
+    tweets["text"] = [normalise_tweet(t) for t in tweets["raw_text"]]
+    tweets[["id", "text", "label"]].to_parquet(tmp_path / "t.parquet")
+    training_set = TrainingSet(path=str(tmp_path / "t.parquet"), rows=len(tweets),
+                               sha256=snapshot_hash(tweets), label_counts={}, excluded=0)
+    validation = sample_lines(VALIDATION_FILE, tmp_path / "val.jsonl", 100)
+    trained = train_model(training_set, str(validation), str(tmp_path / "model"),
+                          TrainConfig(epochs=1, lstm_units=8), log=lambda message: None)
+
+    assert trained.warm_start
+    # The frozen 30,522 x 384 matrix is stored once as weights (47 MB), not in the config.
+    assert (tmp_path / "model" / "model.keras").stat().st_size < 60_000_000
+    classifier = SentimentClassifier.load(trained.model_dir)
+    stored = classifier.keras_model.get_layer("wordpiece_embedding").get_weights()[0]
+    folder = bundled_checkpoint()
+    np.testing.assert_allclose(stored, checkpoint_embeddings(folder, load_tokenizer(folder)))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import orjson
 from pydantic import BaseModel
 
@@ -46,6 +49,63 @@ def _chunks(path: Path, size: int) -> Iterator[list[tuple[str | None, str | None
         yield chunk
 
 
+def _tokenised_chunks(classifier, path: Path, size: int
+                      ) -> Iterator[tuple[list[tuple[str | None, str | None]], list[list[int]]]]:
+    """Yield (chunk, token ids of its texts), read and tokenised one chunk ahead in a thread."""
+    # Tokenising is Rust that releases the GIL and the folded pass is NumPy that does too, so
+    # reading chunk k + 1 overlaps predicting chunk k; two chunks in flight bound the memory.
+    ready: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def hand_over(item) -> bool:
+        """Queue the item unless the consumer has stopped; return whether it was queued."""
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        """Read and tokenise every chunk, then queue None, or the error that stopped it."""
+        try:
+            for chunk in _chunks(path, size):
+                texts = [text for text, _ in chunk if text is not None]
+                if not hand_over((chunk, classifier.token_ids(texts))):
+                    return
+            hand_over(None)
+        except BaseException as error:  # handed to the consumer, which raises it
+            hand_over(error)
+
+    reader = threading.Thread(target=produce, name="sentinova-tokenise", daemon=True)
+    reader.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
+
+
+def _prediction_lines(chunk: list[tuple[str | None, str | None]], probs: np.ndarray) -> bytes:
+    """Return the output lines of one chunk: a prediction or an error for each input line."""
+    rounded = probs.astype(np.float64).round(5)
+    labels = rounded.argmax(axis=1).tolist()
+    rows = iter(zip(rounded.tolist(), labels))
+    lines = []
+    for text, error in chunk:
+        if error is not None:
+            lines.append(orjson.dumps({"text": None, "error": error}))
+            continue
+        p, label = next(rows)
+        lines.append(orjson.dumps({"text": text, "label": LABELS[label], "probs": p}))
+    lines.append(b"")
+    return b"\n".join(lines)
+
+
 def predict_file(classifier, input_path: str, output_path: str,
                  chunk_size: int = 8192) -> PredictionReport:
     """Write a prediction line for every input line; memory stays bounded by chunk_size."""
@@ -58,26 +118,16 @@ def predict_file(classifier, input_path: str, output_path: str,
     partial = target.with_name(target.name + ".partial")
 
     started = time.perf_counter()
-    lines = predicted = errors = 0
+    lines = predicted = 0
     with partial.open("wb") as out:
-        for chunk in _chunks(source, chunk_size):
-            texts = [text for text, _ in chunk if text is not None]
-            probs = (classifier.predict_proba(texts).astype(float).round(5).tolist()
-                     if texts else [])
-            rows = iter(probs)
-            for text, error in chunk:
-                if error is not None:
-                    out.write(orjson.dumps({"text": None, "error": error}) + b"\n")
-                    errors += 1
-                    continue
-                p = next(rows)
-                label = LABELS[max(range(len(LABELS)), key=p.__getitem__)]
-                out.write(orjson.dumps({"text": text, "label": label, "probs": p}) + b"\n")
-                predicted += 1
+        for chunk, ids in _tokenised_chunks(classifier, source, chunk_size):
+            probs = classifier.predict_ids(ids)
+            out.write(_prediction_lines(chunk, probs))
             lines += len(chunk)
+            predicted += len(ids)
     # Written whole or not at all: a crash leaves only the .partial file behind.
     partial.replace(target)
     seconds = time.perf_counter() - started
-    return PredictionReport(output=str(target), lines=lines, predicted=predicted, errors=errors,
-                            seconds=round(seconds, 3),
+    return PredictionReport(output=str(target), lines=lines, predicted=predicted,
+                            errors=lines - predicted, seconds=round(seconds, 3),
                             tweets_per_second=round(lines / seconds if seconds else 0.0, 1))

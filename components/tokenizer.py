@@ -83,7 +83,10 @@ def encode(tokenizer: Tokenizer, texts: list[str], max_len: int) -> list[list[in
     """Return the token ids of each text, truncated to max_len, with empty texts kept as [UNK]."""
     unknown = tokenizer.token_to_id("[UNK]")
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-    return [encoding.ids[:max_len] or [unknown] for encoding in encodings]
+    # A literal "[PAD]" in a tweet encodes to the padding id, which the model would mask away
+    # (all of a "[PAD]"-only tweet, giving NaN): dropping it keeps ids and padding apart.
+    return [(ids if PAD_ID not in ids else [i for i in ids if i != PAD_ID])[:max_len] or [unknown]
+            for ids in (encoding.ids for encoding in encodings)]
 
 
 def pad(sequences: list[list[int]], multiple: int = 8) -> np.ndarray:

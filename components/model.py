@@ -99,17 +99,25 @@ class FoldedBiLSTM:
         scale = np.concatenate([np.full(2 * units, 0.5), np.ones(units), np.full(units, 0.5)])
         order = np.r_[0 : 2 * units, 3 * units : 4 * units, 2 * units : 3 * units]  # i f o g
 
-        # Folded in float64 so the table is at least as exact as Keras's float32 chain.
-        projected = weights["embeddings"].astype(np.float64)
-        if "projection_kernel" in weights:
-            projected = projected @ weights["projection_kernel"] + weights["projection_bias"]
-        tables = [(projected @ weights[f"{side}_kernel"] + weights[f"{side}_bias"]) * scale
-                  for side in ("forward", "backward")]
-        self.table = np.ascontiguousarray(np.concatenate(tables)[:, order], dtype=np.float32)
-        self.recurrent = np.ascontiguousarray(np.stack(
-            [weights[f"{side}_recurrent"] * scale for side in ("forward", "backward")]
-        )[:, :, order], dtype=np.float32)
-        self.vocab_size = projected.shape[0]
+        # Folded in float64, projection into the LSTM kernels first, then the embedding rows
+        # in blocks: the table is at least as exact as Keras's float32 chain, and the float64
+        # intermediates stay small.
+        embeddings = weights["embeddings"]
+        self.vocab_size = embeddings.shape[0]
+        self.table = np.empty((2 * self.vocab_size, 4 * units), dtype=np.float32)
+        recurrent = []
+        for offset, side in ((0, "forward"), (self.vocab_size, "backward")):
+            kernel = weights[f"{side}_kernel"].astype(np.float64)
+            bias = weights[f"{side}_bias"].astype(np.float64)
+            if "projection_kernel" in weights:
+                bias = weights["projection_bias"].astype(np.float64) @ kernel + bias
+                kernel = weights["projection_kernel"].astype(np.float64) @ kernel
+            kernel, bias = (kernel * scale)[:, order], (bias * scale)[order]
+            for start in range(0, self.vocab_size, 4096):
+                rows = embeddings[start : start + 4096].astype(np.float64)
+                self.table[offset + start : offset + start + len(rows)] = rows @ kernel + bias
+            recurrent.append((weights[f"{side}_recurrent"] * scale)[:, order])
+        self.recurrent = np.ascontiguousarray(recurrent, dtype=np.float32)
         self.units = units
         self.attention = weights["attention"][:, 0].astype(np.float32)
         self.output_kernel = weights["sentiment_kernel"].astype(np.float32)

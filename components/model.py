@@ -157,6 +157,9 @@ class FoldedBiLSTM:
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=size)
         steps = int(lengths.max())
         forward = pad(ids, multiple=1).T
+        if forward.max() >= self.vocab_size or forward.min() < 0:
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size}): the tokenizer and "
+                             "the model do not match")
         time_index = np.arange(steps)[:, None]
         inside = time_index < lengths[None, :]
         # Row r of the backward input is ids[r][::-1], then its padding.
@@ -326,8 +329,9 @@ class SentimentClassifier:
             return probs
         if self.folded is not None:
             # Keras masks PAD ids, which skips them; dropping them is the same computation.
+            # A sequence left empty is read as [UNK], as `encode` does for an empty text.
             unknown = self.tokenizer.token_to_id("[UNK]")
-            ids = [sequence if PAD_ID not in sequence
+            ids = [sequence if sequence and PAD_ID not in sequence
                    else [i for i in sequence if i != PAD_ID] or [unknown] for sequence in ids]
         # Sorting by length keeps padding, and so wasted LSTM steps, to a minimum.
         order = np.argsort([len(sequence) for sequence in ids], kind="stable")

@@ -103,6 +103,14 @@ def test_padding_ids_given_directly_are_skipped_like_the_keras_mask(saved_models
     np.testing.assert_allclose(fast[0], fast[1], atol=1e-6)
 
 
+def test_an_empty_id_sequence_reads_as_unknown_and_foreign_ids_are_refused(saved_models):
+    classifier = SentimentClassifier.load(saved_models["warm-start + projection"])
+    np.testing.assert_allclose(classifier.predict_ids([[]]), classifier.predict_proba([""]),
+                               atol=1e-7)
+    with pytest.raises(ValueError, match="do not match"):
+        classifier.predict_ids([[5, classifier.tokenizer.get_vocab_size()]])
+
+
 def test_a_single_tweet_gets_the_probabilities_it_gets_in_a_batch(saved_models, tweets):
     classifier = SentimentClassifier.load(saved_models["warm-start + projection"])
     together = classifier.predict_proba(tweets)

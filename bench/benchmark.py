@@ -102,7 +102,7 @@ def logistic_regression_model(train_texts: list[str], train_labels: list[str]) -
 
 
 def sentinova_model(model_uri: str | None, train_file: Path, validation: Path,
-                    train_rows: int | None, epochs: int) -> ProbabilityModel:
+                    train_rows: int | None, epochs: int | None, suite: Path) -> ProbabilityModel:
     """Sentinova's BiLSTM: trained here and timed, or loaded from the registry."""
     from components.model import load_classifier
 
@@ -122,8 +122,9 @@ def sentinova_model(model_uri: str | None, train_file: Path, validation: Path,
     tweets[["id", "text", "label"]].to_parquet(work / "train.parquet")
     training_set = TrainingSet(path=str(work / "train.parquet"), rows=len(tweets),
                                sha256=snapshot_hash(tweets), label_counts={}, excluded=0)
-    config = TrainConfig(epochs=epochs)
-    trained = train_model(training_set, str(validation), str(work / "model"), config)
+    config = TrainConfig(**({"epochs": epochs} if epochs else {}))
+    trained = train_model(training_set, str(validation), str(work / "model"), config,
+                          suite=str(suite))
     classifier = load_classifier(trained.model_dir)
     return ProbabilityModel("Sentinova BiLSTM", classifier.predict_proba, trained.train_seconds)
 
@@ -163,7 +164,7 @@ def main() -> None:
     parser.add_argument("--suite", type=Path, default=SHARED / "checklist/sentiment_suite.json")
     parser.add_argument("--model", help="benchmark this model URI instead of training one")
     parser.add_argument("--train-rows", type=int, help="train on a sample of this many rows")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, help="training epochs (default: TrainConfig's)")
     parser.add_argument("--throughput-lines", type=int, default=100_000)
     parser.add_argument("--systems", default="textblob,vader,logreg,sentinova")
     args = parser.parse_args()
@@ -176,7 +177,7 @@ def main() -> None:
         "vader": vader_model,
         "logreg": lambda: logistic_regression_model(train_texts, train_labels),
         "sentinova": lambda: sentinova_model(args.model, args.train, args.validation,
-                                             args.train_rows, args.epochs),
+                                             args.train_rows, args.epochs, args.suite),
     }
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

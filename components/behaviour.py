@@ -602,11 +602,12 @@ def builtin_suite(seed: int = 0) -> Suite:
     return parse_suite(builtin_suite_document(seed), name=BUILTIN_SUITE)
 
 
-def template_augmentations(seed: int, n: int) -> list[tuple[str, str]]:
-    """Return n (text, label) pairs from augmentation templates disjoint from the suite's."""
-    from components.behaviour_templates import augmentation_pairs
+def template_augmentations(seed: int, n: int, exclude: set[str] | None = None
+                           ) -> list[tuple[str, str]]:
+    """Return n (text, label) pairs from Sentinova's augmentation templates, none in exclude."""
+    from components.augment import augmentation_pairs
 
-    return augmentation_pairs(seed, n)
+    return augmentation_pairs(seed, n, exclude)
 
 
 class BehaviourSummary(BaseModel):

@@ -1,8 +1,8 @@
-"""Sentinova's own templates and vocabulary for behavioural tests and augmentation data.
+"""Sentinova's own templates and vocabulary for the built-in behavioural tests.
 
-Two vocabularies live here and never share a word or a sentence frame: SUITE_* words build the
-built-in behavioural suite, AUGMENT_* words build training augmentations, so a model trained on
-the augmentations is never tested on a sentence it has seen.
+These words build the built-in behavioural suite. The training augmentations
+(components/augment.py) share none of them, so a model trained on the augmentations is never
+tested on a word or sentence it has seen.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import itertools
 import random
 import re
 import string
-from collections.abc import Iterator
 from typing import Any
 
 NEGATIVE, NEUTRAL, POSITIVE = 0, 1, 2
@@ -32,7 +31,7 @@ SUITE_NEGATIVE = (
     "pathetic", "abysmal", "annoying",
 )
 SUITE_NEUTRAL = (
-    "black", "wooden", "second-hand", "weekly", "Japanese", "digital", "rectangular", "imported",
+    "silver", "wooden", "second-hand", "weekly", "Japanese", "digital", "rectangular", "imported",
 )
 SUITE_NAMES = (
     "Maya", "Tomas", "Priya", "Kwame", "Ingrid", "Mateo", "Aisha", "Dmitri", "Hannah", "Kenji",
@@ -103,65 +102,6 @@ CONTRACTIONS = (
     ("I'd", "I would"), ("isn't", "is not"), ("I'm", "I am"), ("wasn't", "was not"),
 )
 URL_DOMAINS = ("example.com", "example.org", "example.net", "pics.example", "links.example")
-
-AUGMENT_THINGS = (
-    "sandwich", "podcast", "jacket", "printer", "bike", "tv show", "restaurant", "video game",
-    "smartwatch", "pasta", "gym", "bakery", "mattress", "charger", "backpack", "tablet",
-)
-AUGMENT_POSITIVE = (
-    "good", "nice", "enjoyable", "charming", "impressive", "pleasant", "solid", "terrific",
-    "fabulous", "splendid", "superb",
-)
-AUGMENT_NEGATIVE = (
-    "bad", "poor", "nasty", "crappy", "mediocre", "frustrating", "disgusting", "boring", "ugly",
-    "unreliable",
-)
-AUGMENT_NEUTRAL = (
-    "green", "plastic", "rented", "monthly", "Korean", "round", "refurbished", "standard",
-)
-AUGMENT_OPENERS = ("", "ok so ", "Update: ", "tbh ", "Heads up: ")
-AUGMENT_CLOSERS = ("", ".", "!", " today", " #review")
-
-# (label, frames, adjective pool) for each kind of augmentation sentence.
-AUGMENT_FRAMES: tuple[tuple[int, tuple[str, ...], tuple[str, ...]], ...] = (
-    (NEGATIVE, (
-        "Their {thing} is definitely not {adj}",
-        "Sorry but the {thing} just wasn't {adj}",
-        "No, my {thing} is not {adj} in any way",
-        "The {thing} didn't seem {adj} to me",
-        "Nope, that {thing} is far from {adj}",
-    ), AUGMENT_POSITIVE),
-    (NEUTRAL, (
-        "Their {thing} is definitely not {adj}, just average",
-        "To be fair the {thing} wasn't {adj}",
-        "The {thing} didn't seem {adj} to me, it was fine",
-    ), AUGMENT_NEGATIVE),
-    (POSITIVE, (
-        "The {thing} wasn't {adj} in any way, I loved it",
-        "Not {adj} whatsoever, this {thing} is a keeper",
-        "Expected the {thing} to be {adj} but it really wasn't, so happy",
-    ), AUGMENT_NEGATIVE),
-    (POSITIVE, (
-        "Their {thing} is {adj}",
-        "Loving how {adj} my new {thing} is",
-        "Had such {a} {adj} time with the {thing}",
-        "That {thing} turned out {adj}",
-    ), AUGMENT_POSITIVE),
-    (NEGATIVE, (
-        "Their {thing} is {adj}",
-        "Ugh, how {adj} is my new {thing}",
-        "Had such {a} {adj} time with the {thing}",
-        "That {thing} turned out {adj}",
-    ), AUGMENT_NEGATIVE),
-    (NEUTRAL, (
-        "Their {thing} is {adj}",
-        "Picked up {a} {adj} {thing} this morning",
-        "The {thing} comes in {adj} too",
-        "Their {thing} isn't {adj}",
-        "The {thing} was not {adj} this time",
-    ), AUGMENT_NEUTRAL),
-)
-
 
 def article(word: str) -> str:
     """Return "a" or "an" for the word that follows it."""
@@ -401,48 +341,3 @@ def builtin_suite_document(seed: int = 0, size: int = 120) -> dict[str, Any]:
         "labels": list(LABEL_NAMES),
         "tests": tests,
     }
-
-
-def _augmentation_stream(rng: random.Random) -> Iterator[tuple[str, str]]:
-    """Yield distinct (text, label) pairs, cycling over the kinds of augmentation frame."""
-    generators: list[Iterator[tuple[str, str]]] = []
-    for label, frames, adjs in AUGMENT_FRAMES:
-        combos = list(itertools.product(
-            frames, AUGMENT_THINGS, adjs, AUGMENT_OPENERS, AUGMENT_CLOSERS
-        ))
-        rng.shuffle(combos)
-        generators.append(_render(combos, label))
-    seen: set[str] = set()
-    while generators:
-        for generator in list(generators):
-            for text, label in generator:
-                if text not in seen:
-                    seen.add(text)
-                    yield text, label
-                    break
-            else:
-                generators.remove(generator)
-
-
-def _render(combos: list[tuple[str, ...]], label: int) -> Iterator[tuple[str, str]]:
-    for frame, thing, adj, opener, closer in combos:
-        body = fill(frame, thing=thing, adj=adj)
-        if opener:
-            body = body[0].lower() + body[1:]
-        yield f"{opener}{body}{closer}", LABEL_NAMES[label]
-
-
-def augmentation_capacity() -> int:
-    """Return how many distinct augmentation pairs the templates can produce."""
-    return sum(1 for _ in _augmentation_stream(random.Random(0)))
-
-
-def augmentation_pairs(seed: int, n: int) -> list[tuple[str, str]]:
-    """Return n distinct (text, label) pairs drawn from the augmentation templates."""
-    if n < 0:
-        raise ValueError(f"n must be non-negative, got {n}")
-    pairs = list(itertools.islice(_augmentation_stream(random.Random(seed)), n))
-    if len(pairs) < n:
-        raise ValueError(f"the augmentation templates give {len(pairs)} distinct pairs; asked {n}")
-    return pairs
-

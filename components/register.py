@@ -66,6 +66,7 @@ def log_and_register(trained: TrainedModel, training_set: TrainingSet, config: T
                            "warm_start": trained.warm_start, "parameters": trained.parameters,
                            "data_rows": training_set.rows, "data_sha256": training_set.sha256,
                            "data_excluded_eval_rows": training_set.excluded,
+                           "augmentation_pairs": trained.augmentation_pairs,
                            "data_label_counts": json.dumps(training_set.label_counts)})
         for epoch in trained.history:
             mlflow.log_metrics({"train_loss": epoch["loss"],

@@ -34,15 +34,20 @@ class TrainConfig(BaseModel):
     projection_dim: int = 128
     dropout: float = 0.3
     learning_rate: float = 2e-3
+    # The learning rate is multiplied by this after every epoch.
+    learning_rate_decay: float = Field(default=1.0, gt=0, le=1)
     checkpoint: str = "auto"
     train_embeddings: bool = False
     embedding_dim: int = 128
     vocab_size: int = 16000
     class_weighting: bool = True
     max_rows: int | None = Field(default=None, gt=0)
-    # Extra (text, label) pairs generated from Sentinova's own augmentation templates, which
-    # share no sentence or word list with the behavioural suites.
-    augmentations: int = 0
+    # Extra (text, label) pairs from Sentinova's own templates (components/augment.py): the
+    # negations, contrasts and neutral identity statements tweets rarely teach. Never suite texts.
+    # Augmentation pairs per training tweet (0.4 of 48k tweets is about 19k pairs).
+    augmentation_ratio: float = Field(default=0.4, ge=0, le=5)
+    # Loss weight of an augmentation pair relative to a tweet of the same class.
+    augmentation_weight: float = Field(default=0.5, gt=0)
 
 
 class TrainingSet(BaseModel):
@@ -65,6 +70,7 @@ class TrainedModel(BaseModel):
     history: list[dict[str, float]]
     train_seconds: float
     parameters: int
+    augmentation_pairs: int = 0
 
 
 def snapshot_hash(frame: pd.DataFrame) -> str:
@@ -163,22 +169,41 @@ def macro_recall(truth: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(recalls))
 
 
+def suite_texts(suite: str | None) -> set[str]:
+    """Return the lowercased, normalised texts of a behavioural suite (built-in when None)."""
+    from components.behaviour import resolve_suite
+
+    return {normalise_tweet(text).lower() for test in resolve_suite(suite).tests
+            for case in test.cases for text in case.texts}
+
+
+def augmentation_rows(config: TrainConfig, tweets: int, suite: str | None,
+                      log=print) -> list[tuple[str, str]]:
+    """Return the run's augmentation pairs, normalised, with every suite text left out."""
+    count = round(config.augmentation_ratio * tweets)
+    if not count:
+        return []
+    from components.behaviour import template_augmentations
+
+    # The suite is a test: a generated sentence that happens to equal one of its texts is dropped.
+    excluded = suite_texts(suite) | suite_texts(None)
+    pairs = template_augmentations(config.seed, count, excluded)
+    log(f"{len(pairs)} template augmentations, none equal to a text of the suite "
+        f"({len(excluded)} texts checked)")
+    return [(normalise_tweet(text), label) for text, label in pairs]
+
+
 def train_model(training_set: TrainingSet, validation: str, out_dir: str,
-                config: TrainConfig, log=print) -> TrainedModel:
+                config: TrainConfig, log=print, suite: str | None = None) -> TrainedModel:
     """Fit the BiLSTM, keep the epoch with the best validation macro recall, save it to out_dir."""
     import keras
 
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     frame = pd.read_parquet(training_set.path)
-    texts = frame["text"].tolist()
-    label_names = frame["label"].tolist()
-    if config.augmentations:
-        from components.behaviour import template_augmentations
-
-        for text, label in template_augmentations(config.seed, config.augmentations):
-            texts.append(normalise_tweet(text))
-            label_names.append(label)
+    augmented = augmentation_rows(config, len(frame), suite, log)
+    texts = frame["text"].tolist() + [text for text, _ in augmented]
+    label_names = frame["label"].tolist() + [label for _, label in augmented]
     labels = np.array([LABELS.index(label) for label in label_names], dtype=np.int32)
 
     checkpoint = resolve_checkpoint(config.checkpoint)
@@ -187,10 +212,13 @@ def train_model(training_set: TrainingSet, validation: str, out_dir: str,
     embeddings = checkpoint_embeddings(checkpoint, tokenizer) if checkpoint else None
     ids = encode(tokenizer, texts, config.max_len)
 
-    counts = np.bincount(labels, minlength=len(LABELS)).astype(float)
-    class_weight = (len(labels) / (len(LABELS) * np.maximum(counts, 1))
+    # Class weights balance the tweets; augmentation pairs take their class's weight, scaled.
+    tweets = len(frame)
+    counts = np.bincount(labels[:tweets], minlength=len(LABELS)).astype(float)
+    class_weight = (tweets / (len(LABELS) * np.maximum(counts, 1))
                     if config.class_weighting else np.ones(len(LABELS)))
     weights = class_weight[labels].astype(np.float32)
+    weights[tweets:] *= config.augmentation_weight
 
     val_frame = read_tweets(validation)[0]
     val_texts = [normalise_tweet(text) for text in val_frame["raw_text"]]
@@ -202,6 +230,8 @@ def train_model(training_set: TrainingSet, validation: str, out_dir: str,
     history, best, best_weights = [], -1.0, None
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
+        model.optimizer.learning_rate.assign(
+            config.learning_rate * config.learning_rate_decay ** (epoch - 1))
         losses = []
         for batch, batch_labels, batch_weights in _batches(ids, labels, weights,
                                                           config.batch_size, rng):
@@ -223,7 +253,8 @@ def train_model(training_set: TrainingSet, validation: str, out_dir: str,
     return TrainedModel(model_dir=out_dir, tokenizer=str(checkpoint or "trained-wordpiece"),
                         warm_start=embeddings is not None, best_epoch=best_epoch,
                         history=history, train_seconds=round(train_seconds, 1),
-                        parameters=int(model.count_params()))
+                        parameters=int(model.count_params()),
+                        augmentation_pairs=len(augmented))
 
 
 @task(name="extract-training-set")
@@ -240,10 +271,11 @@ def extract_task(out_path: str, exclude_files: list[str], max_rows: int | None,
 
 @task(name="train")
 def train_task(training_set: TrainingSet, validation: str, out_dir: str,
-               config: TrainConfig) -> TrainedModel:
+               config: TrainConfig, suite: str | None = None) -> TrainedModel:
     """Train the BiLSTM on the snapshot and return where the model was saved."""
     logger = get_run_logger()
-    trained = train_model(training_set, validation, out_dir, config, log=logger.info)
+    trained = train_model(training_set, validation, out_dir, config, log=logger.info,
+                          suite=suite)
     logger.info("trained %d parameters in %.1f s; best epoch %d", trained.parameters,
                 trained.train_seconds, trained.best_epoch)
     return trained

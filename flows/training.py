@@ -71,7 +71,7 @@ def training_flow(validation: str, extra_eval: list[str] | None = None,
 
     training_set = extract_task(str(work / "training.parquet"), eval_files, config.max_rows,
                                 config.seed)
-    trained = train_task(training_set, validation, str(work / "model"), config)
+    trained = train_task(training_set, validation, str(work / "model"), config, suite)
     results = evaluate_task(trained.model_dir, eval_files)
     behaviour = behaviour_task(trained.model_dir, suite, str(work / "behaviour.json"))
     run_name = f"train-{datetime.now(timezone.utc):%Y-%m-%d}-{dataset}"

@@ -29,13 +29,17 @@ Checkpoint = Annotated[Optional[str], typer.Option(
     help="Tokenizer and warm-start source: auto (bundled all-MiniLM-L6-v2), none (train "
          "WordPiece on the tweets), a local BERT folder, or a hub name when online.")]
 Seed = Annotated[Optional[int], typer.Option(help="Random seed.")]
+Augmentation = Annotated[Optional[float], typer.Option(
+    help="Template augmentation pairs per training tweet (negation, contrast, identity "
+         "statements; default 0.4, 0 for none).")]
 
 
 def _train_config(epochs: int | None, max_rows: int | None, checkpoint: str | None,
-                  seed: int | None):
+                  seed: int | None, augmentation_ratio: float | None = None):
     from components.train import TrainConfig
 
-    overrides = {"epochs": epochs, "max_rows": max_rows, "checkpoint": checkpoint, "seed": seed}
+    overrides = {"epochs": epochs, "max_rows": max_rows, "checkpoint": checkpoint, "seed": seed,
+                 "augmentation_ratio": augmentation_ratio}
     return TrainConfig(**{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -72,7 +76,8 @@ def _print_training(report) -> None:
 @app.command()
 def run(inputs: InputFiles, validation: Validation, extra_eval: ExtraEval = None,
         suite: Suite = None, labeller: Labeller = "textblob", epochs: Epochs = None,
-        max_rows: MaxRows = None, checkpoint: Checkpoint = None, seed: Seed = None) -> None:
+        max_rows: MaxRows = None, checkpoint: Checkpoint = None, seed: Seed = None,
+        augmentation_ratio: Augmentation = None) -> None:
     """Run the main job: the ETL flow, then the training flow; print figures and the model URI."""
     _require_files([*inputs, validation, *(extra_eval or [])])
     from flows.pipeline import pipeline_flow
@@ -80,7 +85,8 @@ def run(inputs: InputFiles, validation: Validation, extra_eval: ExtraEval = None
     report = pipeline_flow(inputs=inputs, validation=str(validation),
                            extra_eval=[str(p) for p in extra_eval or []], suite=suite,
                            labeller=labeller,
-                           config=_train_config(epochs, max_rows, checkpoint, seed))
+                           config=_train_config(epochs, max_rows, checkpoint, seed,
+                                                augmentation_ratio))
     typer.echo(f"ETL: {report.etl.loaded} loaded, {report.etl.duplicates} duplicates skipped, "
                f"{report.etl.quarantined} quarantined")
     _print_training(report.training)
@@ -106,14 +112,15 @@ def etl(inputs: InputFiles, labeller: Labeller = "textblob",
 @app.command()
 def train(validation: Validation, extra_eval: ExtraEval = None, suite: Suite = None,
           epochs: Epochs = None, max_rows: MaxRows = None, checkpoint: Checkpoint = None,
-          seed: Seed = None) -> None:
+          seed: Seed = None, augmentation_ratio: Augmentation = None) -> None:
     """Run the training flow on the warehouse's tweets and register the model."""
     _require_files([validation, *(extra_eval or [])])
     from flows.training import training_flow
 
     report = training_flow(validation=str(validation),
                            extra_eval=[str(p) for p in extra_eval or []], suite=suite,
-                           config=_train_config(epochs, max_rows, checkpoint, seed))
+                           config=_train_config(epochs, max_rows, checkpoint, seed,
+                                                augmentation_ratio))
     _print_training(report)
 
 

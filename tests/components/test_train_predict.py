@@ -22,7 +22,8 @@ def small_model(tmp_path_factory, shared_data):
     tweets[["id", "text", "label"]].to_parquet(work / "train.parquet")
     training_set = TrainingSet(path=str(work / "train.parquet"), rows=len(tweets),
                                sha256=snapshot_hash(tweets), label_counts={}, excluded=0)
-    config = TrainConfig(epochs=1, lstm_units=16, checkpoint="none", vocab_size=4000)
+    config = TrainConfig(epochs=1, lstm_units=16, checkpoint="none", vocab_size=4000,
+                         augmentation_ratio=0)
     validation = sample_lines(VALIDATION_FILE, work / "val.jsonl", 300)
     trained = train_model(training_set, str(validation), str(work / "model"), config,
                           log=lambda message: None)
@@ -144,7 +145,8 @@ def test_a_warm_started_model_keeps_the_checkpoint_embeddings_and_saves_small(tm
                                sha256=snapshot_hash(tweets), label_counts={}, excluded=0)
     validation = sample_lines(VALIDATION_FILE, tmp_path / "val.jsonl", 100)
     trained = train_model(training_set, str(validation), str(tmp_path / "model"),
-                          TrainConfig(epochs=1, lstm_units=8), log=lambda message: None)
+                          TrainConfig(epochs=1, lstm_units=8, augmentation_ratio=0),
+                          log=lambda message: None)
 
     assert trained.warm_start
     # The frozen 30,522 x 384 matrix is stored once as weights (47 MB), not in the config.

@@ -66,6 +66,8 @@ def test_the_first_registered_version_is_champion_with_its_run_logged(pipeline_r
     assert "behaviour_mean_failure_rate" in run.data.metrics
     assert any(k.startswith("behaviour_failure_rate.") for k in run.data.metrics)
     assert run.data.params["data_rows"] == "4000"
+    # Template augmentations, 0.4 per tweet by default, are counted apart from the data.
+    assert run.data.params["augmentation_pairs"] == "1600"
     assert len(run.data.params["data_sha256"]) == 64
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/confusion_val.png" in artifacts

@@ -10,6 +10,7 @@ import logging
 import os
 import warnings
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +281,7 @@ class SentimentClassifier:
         self.folded: FoldedBiLSTM | None = None
         # Small batches keep the folded pass's working set in the CPU cache.
         self.folded_batch_size = 256
+        self.folded_threads = min(2, os.cpu_count() or 1)
         self._keras_forward = None
 
     @classmethod
@@ -336,11 +338,24 @@ class SentimentClassifier:
         # Sorting by length keeps padding, and so wasted LSTM steps, to a minimum.
         order = np.argsort([len(sequence) for sequence in ids], kind="stable")
         size = self.batch_size if self.folded is None else self.folded_batch_size
-        forward = self.folded or self._keras_pass
-        with _single_blas_thread() if self.folded is not None else contextlib.nullcontext():
-            for start in range(0, len(order), size):
-                rows = order[start : start + size]
-                probs[rows] = forward([ids[row] for row in rows])
+        batches = [order[start : start + size] for start in range(0, len(order), size)]
+        if self.folded is None:
+            for rows in batches:
+                probs[rows] = self._keras_pass([ids[row] for row in rows])
+            return probs
+
+        def predict_batch(rows: np.ndarray) -> None:
+            """Fill the batch's rows of probs."""
+            probs[rows] = self.folded([ids[row] for row in rows])
+
+        with _single_blas_thread():
+            if self.folded_threads > 1 and len(batches) > 1:
+                # NumPy releases the GIL in its loops and BLAS calls, so batches run in parallel.
+                with ThreadPoolExecutor(self.folded_threads) as pool:
+                    list(pool.map(predict_batch, batches))
+            else:
+                for rows in batches:
+                    predict_batch(rows)
         return probs
 
     def _keras_pass(self, ids: list[list[int]]) -> np.ndarray:

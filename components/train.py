@@ -27,7 +27,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     seed: int = 42
-    epochs: int = Field(default=3, ge=1)
+    epochs: int = Field(default=4, ge=1)
     batch_size: int = 128
     max_len: int = 64
     lstm_units: int = 64
@@ -35,7 +35,7 @@ class TrainConfig(BaseModel):
     dropout: float = 0.3
     learning_rate: float = 2e-3
     # The learning rate is multiplied by this after every epoch.
-    learning_rate_decay: float = Field(default=1.0, gt=0, le=1)
+    learning_rate_decay: float = Field(default=0.6, gt=0, le=1)
     checkpoint: str = "auto"
     train_embeddings: bool = False
     embedding_dim: int = 128

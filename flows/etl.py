@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from components.ingest import ingest_task
 from components.label import LabellerConfig, label_task
-from components.normalise import normalise_task
+from components.normalise_stage import normalise_task
 from components.validate import validate_task
 from components.warehouse import load_task
 from sentinova.settings import get_settings

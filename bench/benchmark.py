@@ -32,11 +32,22 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 class ProbabilityModel:
     """A baseline seen through the same predict_proba/predict interface as Sentinova's model."""
 
-    def __init__(self, name: str, predict_proba, train_seconds: float = 0.0, predict=None):
+    def __init__(self, name: str, predict_proba, train_seconds: float = 0.0, predict=None,
+                 classifier=None):
         self.name = name
         self.predict_proba = predict_proba
         self.train_seconds = train_seconds
         self._predict = predict
+        # Sentinova's classifier goes through predict_file exactly as `sentinova predict` does.
+        self.classifier = classifier or self
+
+    def token_ids(self, texts: list[str]) -> list[str]:
+        """Return the texts themselves: a baseline reads raw text in predict_ids."""
+        return list(texts)
+
+    def predict_ids(self, texts: list[str]) -> np.ndarray:
+        """Return the class probabilities of the texts handed over by token_ids."""
+        return self.predict_proba(texts)
 
     def predict(self, texts: list[str]) -> list[str]:
         """Return labels: the system's own rule where it has one, else the likeliest class."""
@@ -109,7 +120,7 @@ def sentinova_model(model_uri: str | None, train_file: Path, validation: Path,
     if model_uri:
         classifier = load_classifier(model_uri)
         return ProbabilityModel(f"Sentinova BiLSTM ({model_uri})", classifier.predict_proba,
-                                logged_train_seconds(model_uri))
+                                logged_train_seconds(model_uri), classifier=classifier)
 
     from components.ingest import read_tweets
     from components.train import TrainConfig, TrainingSet, snapshot_hash, train_model
@@ -126,7 +137,8 @@ def sentinova_model(model_uri: str | None, train_file: Path, validation: Path,
     trained = train_model(training_set, str(validation), str(work / "model"), config,
                           suite=str(suite))
     classifier = load_classifier(trained.model_dir)
-    return ProbabilityModel("Sentinova BiLSTM", classifier.predict_proba, trained.train_seconds)
+    return ProbabilityModel("Sentinova BiLSTM", classifier.predict_proba, trained.train_seconds,
+                            classifier=classifier)
 
 
 def logged_train_seconds(model_uri: str) -> float:
@@ -150,7 +162,7 @@ def throughput(model: ProbabilityModel, texts: list[str], lines: int, work: Path
         with source.open("w") as out:
             for i in range(lines):
                 out.write(json.dumps({"id": str(i), "text": texts[i % len(texts)]}) + "\n")
-    report = predict_file(model, str(source), str(work / "out.jsonl"))
+    report = predict_file(model.classifier, str(source), str(work / "out.jsonl"))
     return report.tweets_per_second
 
 

@@ -38,8 +38,13 @@ def _chunks(path: Path, size: int) -> Iterator[list[tuple[str | None, str | None
                 text = next((record[f] for f in TEXT_FIELDS
                              if isinstance(record, dict) and isinstance(record.get(f), str)),
                             None)
-                chunk.append((text, None) if text is not None
-                             else (None, f"line {number}: no text or rawContent field"))
+                if text is None:
+                    chunk.append((None, f"line {number}: no text or rawContent field"))
+                elif not text.strip():
+                    # Nothing to read a sentiment from: a label here would be made up.
+                    chunk.append((None, f"line {number}: empty text"))
+                else:
+                    chunk.append((text, None))
             except orjson.JSONDecodeError:
                 chunk.append((None, f"line {number}: invalid JSON"))
             if len(chunk) == size:

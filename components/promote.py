@@ -347,7 +347,7 @@ def rollback(who: str, why: str, model_name: str | None = None) -> AliasChange:
     # those links makes repeated rollbacks walk back through the champions in order.
     installs = [c for c in alias_history(name) if c.action == "promote" and c.version == current]
     previous = installs[-1].previous if installs else None
-    if previous is None:
+    if previous is None or previous == current:
         raise PromotionError(f"no earlier champion of {name} to roll back to from v{current}")
     return _move_alias("rollback", name, previous, who, why)
 

@@ -140,6 +140,9 @@ def predict(input: Annotated[Path, typer.Option(
     report = predict_file(load_classifier(uri), str(input), str(output))
     typer.echo(f"{report.lines} lines -> {report.output} ({report.errors} unreadable) in "
                f"{report.seconds:.2f} s, {report.tweets_per_second:,.0f} tweets/s", err=True)
+    if report.lines and not report.predicted:
+        raise RuntimeError(f"no line of {input} held a tweet text (see the error lines in "
+                           f"{report.output})")
 
 
 def _register_commands() -> None:

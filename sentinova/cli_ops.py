@@ -107,7 +107,9 @@ def sign(path: Annotated[str, typer.Option(help="Where the new tweet file lies."
     body = json.dumps(notice).encode()
     headers = signed_headers(secret, body)
     if send is None:
-        typer.echo(json.dumps({"headers": headers, "body": notice}, indent=2))
+        # The body is printed as the exact string that was signed: re-serialising it (indented,
+        # say) would change the bytes and break the signature.
+        typer.echo(json.dumps({"headers": headers, "body": body.decode()}, indent=2))
         return
 
     import httpx

@@ -64,8 +64,14 @@ def promote(
     who: Who = None,
 ) -> None:
     """Make a registered version the champion by hand, recording who asked and why."""
+    from components.promote import champion_version
     from components.promote import promote as promote_version
+    from sentinova.settings import get_settings
 
+    if champion_version(get_settings().model_name) == version:
+        # Nothing moves, so nothing is recorded: the history lists only real changes.
+        typer.echo(f"version {version} is already the champion; nothing changed")
+        return
     change = promote_version(version, _who(who), why)
     typer.echo(f"{change.model_name}@{change.alias}: version {change.version} "
                f"(was {change.previous}), by {change.who}")

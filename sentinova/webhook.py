@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -46,6 +46,14 @@ class TweetsLanded(BaseModel):
     path: str = Field(min_length=1, description="Path or URI of the tweet file")
     rows: int = Field(ge=1, description="Rows in the file")
     source: str | None = Field(default=None, description="Who or what wrote the file")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        # A worker on another directory (or host) would read a relative path somewhere else.
+        if "://" not in value and not value.startswith("snscrape:") and not value.startswith("/"):
+            raise ValueError("must be an absolute path or a URI, not a relative path")
+        return value
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:

@@ -32,6 +32,19 @@ def test_predict_with_an_unknown_model_fails_cleanly(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
+def test_predict_fails_when_no_line_holds_a_tweet(tmp_path):
+    from tests.flows.test_deploy_flow import build_tiny_model
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('not json\n{"text": ""}\n')
+    result = _sentinova("predict", "--model", str(build_tiny_model(tmp_path / "model")),
+                        "--input", str(source), "--output", str(tmp_path / "out.jsonl"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"error: RuntimeError: no line of {source} held a tweet text")
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
+
+
 def test_an_operations_command_that_fails_exits_non_zero(tmp_path):
     import os
 

@@ -249,8 +249,12 @@ def test_cli_promote_and_rollback_report_the_alias_move(registry):
     runner.invoke(app, ["promote", "--version", str(second), "--why", "better"])
     rolled = runner.invoke(app, ["rollback", "--why", "airline complaints", "--who", "erin"])
     missing = runner.invoke(app, ["promote", "--version", "42", "--why", "typo"])
+    history = len(alias_history())
+    again = runner.invoke(app, ["promote", "--version", str(first), "--why", "twice"])
 
     assert promoted.exit_code == 0 and f"version {first} (was None), by erin" in promoted.output
     assert rolled.exit_code == 0 and f"rolled back to version {first}" in rolled.output
     assert isinstance(missing.exception, PromotionError)
     assert champion_version() == first
+    assert again.exit_code == 0 and "already the champion; nothing changed" in again.output
+    assert len(alias_history()) == history

@@ -82,14 +82,15 @@ def test_predict_file_writes_one_line_per_input_line_in_order(small_model, tmp_p
     trained, _ = small_model
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "first"}\n{"rawContent": "second &amp; more"}\nnot json\n'
-                      '{"id": 4}\n{"text": "fifth"}\n')
+                      '{"id": 4}\n{"text": "fifth"}\n{"text": "  "}\n')
     report = predict_file(SentimentClassifier.load(trained.model_dir), str(source),
                           str(tmp_path / "out.jsonl"), chunk_size=2)
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert (report.lines, report.predicted, report.errors) == (5, 3, 2)
+    assert (report.lines, report.predicted, report.errors) == (6, 3, 3)
     assert [line["text"] for line in lines] == [
-        "first", "second &amp; more", None, None, "fifth"]
+        "first", "second &amp; more", None, None, "fifth", None]
     assert lines[2]["error"] == "line 3: invalid JSON"
+    assert lines[5]["error"] == "line 6: empty text"
     for line in (lines[0], lines[1], lines[4]):
         assert line["label"] in ("negative", "neutral", "positive")
         assert len(line["probs"]) == 3 and abs(sum(line["probs"]) - 1) < 1e-3

@@ -6,6 +6,7 @@ import abc
 import contextlib
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -97,10 +98,20 @@ class DuckDBWarehouse(Warehouse):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def _connect(self):
+    def _connect(self, wait_seconds: float = 120.0):
         import duckdb
 
-        connection = duckdb.connect(str(self.path))
+        # DuckDB lets one process hold the file: a second ETL or training run on the same home
+        # waits for the first to let go instead of failing at once.
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                connection = duckdb.connect(str(self.path))
+                break
+            except duckdb.IOException as error:
+                if "Could not set lock" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
         connection.execute(TWEETS_DDL)
         connection.execute(QUARANTINE_DDL)
         return connection

@@ -53,3 +53,44 @@ def test_validation_quarantines_bad_rows_and_drops_repeated_ids(tmp_path):
     assert result.duplicates_in_batch == 1
     assert sorted(quarantine["reason"]) == ["invalid JSON", "no text after normalisation",
                                             "unknown label 'joyful'"]
+
+
+def test_a_load_waits_for_another_process_to_release_the_file(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "w.duckdb"
+    DuckDBWarehouse(path).load(_tweets(["1"]), _quarantine([]))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(3)", str(path)],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    started = time.monotonic()
+
+    result = DuckDBWarehouse(path).load(_tweets(["2"]), _quarantine([]))
+
+    holder.wait(timeout=30)
+    assert result.loaded == 1 and time.monotonic() - started > 1.0
+
+
+def test_a_lock_held_past_the_wait_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    import duckdb
+
+    path = tmp_path / "w.duckdb"
+    DuckDBWarehouse(path).load(_tweets(["1"]), _quarantine([]))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('held', flush=True); time.sleep(30)", str(path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(duckdb.IOException, match="Could not set lock"):
+            DuckDBWarehouse(path)._connect(wait_seconds=1.0)
+    finally:
+        holder.kill()
+        holder.wait()

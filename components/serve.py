@@ -440,6 +440,19 @@ def run_server(predict_proba: PredictProba, config: ServeConfig) -> None:
     )
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError now if host:port cannot be listened on, before a model is loaded for it."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise OSError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
 def serve_model(model_uri: str, config: ServeConfig) -> None:
     """Load the classifier at model_uri, warm it up and serve it behind the contract."""
     # A plain path has no URI scheme; saying it is missing beats MLflow's artifact error.
@@ -447,6 +460,7 @@ def serve_model(model_uri: str, config: ServeConfig) -> None:
         raise FileNotFoundError(f"no model folder at {model_uri}")
     from components.model import load_classifier
 
+    check_port_free(config.host, config.port)
     start = time.perf_counter()
     classifier = load_classifier(model_uri)
     loaded = time.perf_counter() - start

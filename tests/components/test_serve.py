@@ -284,3 +284,17 @@ def test_garbage_on_the_socket_gets_a_400_and_the_server_keeps_serving(server):
         reply = sock.recv(200)
     assert reply.startswith(b"HTTP/1.1 400")
     assert httpx.get(f"{server.url}/ping", timeout=5).status_code == 200
+
+
+def test_serving_on_a_taken_port_fails_before_loading_a_model(tmp_path):
+    from components.serve import ServeConfig, serve_model
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.perf_counter()
+        # The folder exists but holds no model: reaching the loader would fail differently.
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            serve_model(str(tmp_path), ServeConfig(port=port))
+    assert time.perf_counter() - started < 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,6 +79,8 @@ def training_flow(validation: str, extra_eval: list[str] | None = None,
     registered = register_task(trained, training_set, config, results, behaviour.report_path,
                                run_name)
     decision = gate_task(registered.version, gate)
+    # The registry now holds the model; a second 50 MB copy under runs/ would only take space.
+    shutil.rmtree(trained.model_dir, ignore_errors=True)
 
     create_table_artifact(key="evaluation", table=results_table(results),
                           description=f"Evaluation of {registered.uri}")

@@ -95,3 +95,9 @@ def test_cli_predict_writes_a_line_with_probabilities_for_every_input(pipeline_r
     lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(lines) == 50
     assert all(len(line["probs"]) == 3 for line in lines)
+
+
+def test_the_model_is_kept_once_in_the_registry_not_again_under_runs(pipeline_run):
+    runs = get_settings().home / "runs"
+    assert list(runs.glob("*/training.parquet"))
+    assert not list(runs.glob("*/model"))

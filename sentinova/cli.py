@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -32,6 +34,42 @@ Seed = Annotated[Optional[int], typer.Option(help="Random seed.")]
 Augmentation = Annotated[Optional[float], typer.Option(
     help="Template augmentation pairs per training tweet (negation, contrast, identity "
          "statements; default 0.4, 0 for none).")]
+
+
+class _WithoutTraceback(logging.Formatter):
+    """A console formatter that prints a log record's message but not its traceback."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Hidden for this handler only: the Prefect API handler still stores the traceback.
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
+def _quiet_prefect_tracebacks() -> None:
+    """Keep flow and task tracebacks off the terminal unless SENTINOVA_DEBUG is set.
+
+    A failed command ends with one line saying why; the traceback stays in the flow run's logs
+    in Prefect, and SENTINOVA_DEBUG=1 prints it here too.
+    """
+    if os.environ.get("SENTINOVA_DEBUG"):
+        return
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in
+                                       list(logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if (isinstance(handler, PrefectConsoleHandler)
+                    and not isinstance(handler.formatter, _WithoutTraceback)):
+                handler.setFormatter(_WithoutTraceback(handler.formatter))
 
 
 def _train_config(epochs: int | None, max_rows: int | None, checkpoint: str | None,
@@ -81,6 +119,7 @@ def run(inputs: InputFiles, validation: Validation, extra_eval: ExtraEval = None
     """Run the main job: the ETL flow, then the training flow; print figures and the model URI."""
     _require_files([*inputs, validation, *(extra_eval or [])])
     from flows.pipeline import pipeline_flow
+    _quiet_prefect_tracebacks()
 
     report = pipeline_flow(inputs=inputs, validation=str(validation),
                            extra_eval=[str(p) for p in extra_eval or []], suite=suite,
@@ -101,6 +140,7 @@ def etl(inputs: InputFiles, labeller: Labeller = "textblob",
     """Run the ETL flow: ingest, normalise, label, validate and load tweets into the warehouse."""
     _require_files(inputs)
     from flows.etl import etl_flow
+    _quiet_prefect_tracebacks()
 
     report = etl_flow(inputs=inputs, labeller=labeller, positive_above=positive_above,
                       negative_below=negative_below)
@@ -116,6 +156,7 @@ def train(validation: Validation, extra_eval: ExtraEval = None, suite: Suite = N
     """Run the training flow on the warehouse's tweets and register the model."""
     _require_files([validation, *(extra_eval or [])])
     from flows.training import training_flow
+    _quiet_prefect_tracebacks()
 
     report = training_flow(validation=str(validation),
                            extra_eval=[str(p) for p in extra_eval or []], suite=suite,

@@ -68,3 +68,32 @@ def test_a_bad_setting_is_one_line_and_help_still_works():
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(
         "error: ValidationError: warehouse: Input should be 'duckdb' or 'snowflake'")
+
+
+def test_prefect_console_shows_a_failure_without_its_traceback(monkeypatch):
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    from sentinova.cli import _quiet_prefect_tracebacks
+
+    monkeypatch.delenv("SENTINOVA_DEBUG", raising=False)
+    handler = PrefectConsoleHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("sentinova.test.console")
+    logger.addHandler(handler)
+    try:
+        _quiet_prefect_tracebacks()
+        try:
+            raise ValueError("bad input")
+        except ValueError:
+            record = logger.makeRecord(logger.name, logging.ERROR, __file__, 1,
+                                       "task failed: %s", ("bad input",), sys.exc_info())
+        shown = handler.format(record)
+        kept = logging.Formatter().format(record)
+    finally:
+        logger.removeHandler(handler)
+
+    assert shown == "ERROR task failed: bad input"
+    # Only the console is spared: the record keeps its traceback for every other handler.
+    assert "Traceback" in kept and "ValueError: bad input" in kept

@@ -77,7 +77,7 @@ def _row(record: dict[str, Any], source_file: str, line: int) -> dict[str, Any] 
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str, str]]:
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    with path.open(encoding="utf-8-sig", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -88,7 +88,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str, str]]:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | str, str]]:
-    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or not set(reader.fieldnames) & set(TEXT_FIELDS):
             raise IngestError(f"{path}: CSV needs a header with one of {', '.join(TEXT_FIELDS)}")

@@ -15,6 +15,8 @@ from pydantic import BaseModel
 from sentinova.settings import LABELS
 
 TEXT_FIELDS = ("text", "rawContent")
+# Files saved by some Windows tools start with a byte-order mark; it is not part of the JSON.
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 class PredictionReport(BaseModel):
@@ -33,6 +35,14 @@ def _chunks(path: Path, size: int) -> Iterator[list[tuple[str | None, str | None
     chunk: list[tuple[str | None, str | None]] = []
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
+            if number == 1 and line.startswith(UTF8_BOM):
+                line = line[len(UTF8_BOM):]
+            if not line.strip():
+                chunk.append((None, f"line {number}: blank line"))
+                if len(chunk) == size:
+                    yield chunk
+                    chunk = []
+                continue
             try:
                 record = orjson.loads(line)
                 text = next((record[f] for f in TEXT_FIELDS
@@ -115,22 +125,31 @@ def predict_file(classifier, input_path: str, output_path: str,
                  chunk_size: int = 8192) -> PredictionReport:
     """Write a prediction line for every input line; memory stays bounded by chunk_size."""
     source, target = Path(input_path), Path(output_path)
+    if source.is_dir():
+        raise IsADirectoryError(f"input must be a JSONL file, not the folder {source}")
     if not source.is_file():
         raise FileNotFoundError(f"input file not found: {source}")
     if target.is_dir():
         raise IsADirectoryError(f"output must be a file path, not the folder {target}")
+    if target.exists() and target.resolve() == source.resolve():
+        raise ValueError(f"output {target} is the input file: it would be overwritten")
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
 
     started = time.perf_counter()
     lines = predicted = 0
-    with partial.open("wb") as out:
-        for chunk, ids in _tokenised_chunks(classifier, source, chunk_size):
-            probs = classifier.predict_ids(ids)
-            out.write(_prediction_lines(chunk, probs))
-            lines += len(chunk)
-            predicted += len(ids)
-    # Written whole or not at all: a crash leaves only the .partial file behind.
+    try:
+        with partial.open("wb") as out:
+            for chunk, ids in _tokenised_chunks(classifier, source, chunk_size):
+                probs = classifier.predict_ids(ids)
+                out.write(_prediction_lines(chunk, probs))
+                lines += len(chunk)
+                predicted += len(ids)
+    except BaseException:
+        # Interrupted or failed: no half-written file is left behind, not even the .partial.
+        partial.unlink(missing_ok=True)
+        raise
+    # Written whole or not at all: the output appears only once every line is in it.
     partial.replace(target)
     seconds = time.perf_counter() - started
     return PredictionReport(output=str(target), lines=lines, predicted=predicted,

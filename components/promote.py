@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from prefect import get_run_logger, task
@@ -20,6 +22,9 @@ log = logging.getLogger(__name__)
 RECALL = "val_macro_recall"
 MEAN_FAILURE = "behaviour_mean_failure_rate"
 FAILURE_PREFIX = "behaviour_failure_rate."
+# Run tags naming the files a version was measured on: figures compare only on the same files.
+VALIDATION_TAG = "measured_on.validation_sha256"
+SUITE_TAG = "measured_on.suite_sha256"
 HISTORY_PREFIX = "alias_history."
 
 
@@ -42,6 +47,10 @@ class VersionFigures(BaseModel):
     val_macro_recall: float | None
     behaviour_mean_failure_rate: float | None
     failure_rates: dict[str, float] = Field(default_factory=dict)
+    validation_sha256: str | None = None
+    suite_sha256: str | None = None
+    # True when the gate measured these figures itself, on the challenger's files.
+    remeasured: bool = False
 
 
 class GateCheck(BaseModel):
@@ -124,11 +133,15 @@ def version_figures(version: int, model_name: str | None = None) -> VersionFigur
         raise PromotionError(f"{name} has no version {version}") from None
 
     metrics: dict[str, float] = {}
+    tags: dict[str, str] = {}
     if model_version.run_id:
-        metrics = client.get_run(model_version.run_id).data.metrics
+        run = client.get_run(model_version.run_id)
+        metrics, tags = run.data.metrics, run.data.tags
     return VersionFigures(
         version=int(version),
         run_id=model_version.run_id,
+        validation_sha256=tags.get(VALIDATION_TAG),
+        suite_sha256=tags.get(SUITE_TAG),
         val_macro_recall=metrics.get(RECALL),
         behaviour_mean_failure_rate=metrics.get(MEAN_FAILURE),
         failure_rates={
@@ -220,14 +233,70 @@ def compare(
                         decided_at=_now())
 
 
+def file_sha256(path: str | Path) -> str:
+    """Return the sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def suite_sha256(suite: str | None) -> str:
+    """Return the sha256 of a suite file, or of the built-in suite's document when None."""
+    if suite:
+        return file_sha256(suite)
+    from components.behaviour_templates import builtin_suite_document
+
+    document = json.dumps(builtin_suite_document(), sort_keys=True).encode()
+    return hashlib.sha256(document).hexdigest()
+
+
+def measured_on_tags(validation: str, suite: str | None) -> dict[str, str]:
+    """Return the run tags naming the validation file and suite a version is measured on."""
+    return {VALIDATION_TAG: file_sha256(validation), SUITE_TAG: suite_sha256(suite)}
+
+
+def remeasure(version: int, validation: str, suite: str | None,
+              model_name: str | None = None) -> VersionFigures:
+    """Return a version's gate figures measured now on the given validation file and suite."""
+    from components.behaviour import resolve_suite, run_suite, slugify
+    from components.evaluate import evaluate_model
+    from components.model import load_classifier
+
+    name = model_name or get_settings().model_name
+    classifier = load_classifier(f"models:/{name}/{version}")
+    result = evaluate_model(classifier.predict, [validation])[0]
+    report = run_suite(resolve_suite(suite), classifier.predict_proba)
+    rates = {slugify(test.name): test.failure_rate for test in report.tests
+             if test.failure_rate is not None}
+    logged = version_figures(version, name)
+    return VersionFigures(version=version, run_id=logged.run_id,
+                          val_macro_recall=result.macro_recall,
+                          behaviour_mean_failure_rate=report.mean_failure_rate,
+                          failure_rates=rates, remeasured=True,
+                          **measured_on_tags(validation, suite))
+
+
 def evaluate_gate(
-    version: int, config: GateConfig | None = None, model_name: str | None = None
+    version: int, config: GateConfig | None = None, model_name: str | None = None,
+    validation: str | None = None, suite: str | None = None,
 ) -> GateDecision:
-    """Return the gate's decision for a registered version against the current champion."""
+    """Return the gate's decision for a registered version against the current champion.
+
+    When the champion was measured on another validation file or suite than the challenger,
+    and the challenger's validation file is given, the champion is measured again on the
+    challenger's files, so the two are always compared like for like.
+    """
     name = model_name or get_settings().model_name
     challenger = version_figures(version, name)
     current = champion_version(name)
     champion = version_figures(current, name) if current is not None else None
+    if (champion is not None and champion.version != challenger.version
+            and validation is not None
+            and (champion.validation_sha256, champion.suite_sha256)
+            != (challenger.validation_sha256, challenger.suite_sha256)):
+        champion = remeasure(champion.version, validation, suite, name)
     return compare(challenger, champion, config or GateConfig(), name)
 
 
@@ -263,7 +332,8 @@ def decision_markdown(decision: GateDecision) -> str:
         "",
         f"**{'PROMOTE' if decision.promote else 'KEEP CHAMPION'}**: {decision.summary}",
         "",
-        f"Champion: {f'version {champion.version}' if champion else 'none'}. "
+        f"Champion: {f'version {champion.version}' if champion else 'none'}"
+        f"{' (measured again on the challenger files)' if champion and champion.remeasured else ''}. "
         f"Recall margin {decision.config.recall_margin}, "
         f"failure-rate margin {decision.config.failure_rate_margin}.",
         "",
@@ -358,10 +428,15 @@ def gate_task(
     config: GateConfig | None = None,
     model_name: str | None = None,
     apply: bool = True,
+    validation: str | None = None,
+    suite: str | None = None,
 ) -> GateDecision:
     """Decide on a challenger, log the decision everywhere and promote it if it passed."""
     logger = get_run_logger()
-    decision = evaluate_gate(version, config, model_name)
+    decision = evaluate_gate(version, config, model_name, validation, suite)
+    if decision.champion is not None and decision.champion.remeasured:
+        logger.info("gate: champion version %d was measured on other files; measured it again "
+                    "on the challenger's validation file and suite", decision.champion.version)
     log_gate_decision(decision)
     create_markdown_artifact(
         markdown=decision_markdown(decision),

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from components.behaviour import behaviour_task
 from components.evaluate import EvalResult, evaluate_task, results_table
-from components.promote import GateConfig, gate_task
+from components.promote import GateConfig, gate_task, measured_on_tags
 from components.register import RegisteredModel, register_task
 from components.train import TrainConfig, extract_task, train_task
 from sentinova.settings import get_settings
@@ -77,8 +77,8 @@ def training_flow(validation: str, extra_eval: list[str] | None = None,
     behaviour = behaviour_task(trained.model_dir, suite, str(work / "behaviour.json"))
     run_name = f"train-{datetime.now(timezone.utc):%Y-%m-%d}-{dataset}"
     registered = register_task(trained, training_set, config, results, behaviour.report_path,
-                               run_name)
-    decision = gate_task(registered.version, gate)
+                               run_name, measured_on_tags(validation, suite))
+    decision = gate_task(registered.version, gate, validation=validation, suite=suite)
     # The registry now holds the model; a second 50 MB copy under runs/ would only take space.
     shutil.rmtree(trained.model_dir, ignore_errors=True)
 

@@ -173,14 +173,23 @@ def predict(input: Annotated[Path, typer.Option(
                 help="MLflow model URI or model folder; default: the registry's champion.")] = None,
             ) -> None:
     """Predict a label and the three class probabilities for every line of a JSONL file."""
+    import signal
+    import time
+
     from components.model import load_classifier
     from components.predict import predict_file
 
+    # A terminated run unwinds like Ctrl-C, so predict_file can remove its unfinished output.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = get_settings()
     uri = model or f"models:/{settings.model_name}@{settings.champion_alias}"
-    report = predict_file(load_classifier(uri), str(input), str(output))
+    started = time.perf_counter()
+    classifier = load_classifier(uri)
+    loaded = time.perf_counter() - started
+    report = predict_file(classifier, str(input), str(output))
     typer.echo(f"{report.lines} lines -> {report.output} ({report.errors} unreadable) in "
-               f"{report.seconds:.2f} s, {report.tweets_per_second:,.0f} tweets/s", err=True)
+               f"{report.seconds:.2f} s, {report.tweets_per_second:,.0f} tweets/s; the model "
+               f"loaded in {loaded:.1f} s before that", err=True)
     if report.lines and not report.predicted:
         raise RuntimeError(f"no line of {input} held a tweet text (see the error lines in "
                            f"{report.output})")

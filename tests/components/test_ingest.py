@@ -67,3 +67,13 @@ def test_a_lone_surrogate_is_quarantined_not_fatal(tmp_path):
     source.write_text('{"id": 1, "rawContent": "bad \\ud800 x"}\n{"id": 2, "rawContent": "ok"}\n')
     batch = stage_files([str(source)], tmp_path / "stage")
     assert (batch.rows, batch.quarantined) == (1, 1)
+
+
+def test_a_byte_order_mark_at_the_start_is_not_part_of_the_first_row(tmp_path):
+    jsonl, csv_file = tmp_path / "bom.jsonl", tmp_path / "bom.csv"
+    jsonl.write_bytes(b'\xef\xbb\xbf{"id": "1", "rawContent": "first"}\n')
+    csv_file.write_bytes(b"\xef\xbb\xbfid,text\n2,second\n")
+    for path, expected in ((jsonl, ["1", "first"]), (csv_file, ["2", "second"])):
+        tweets, quarantined = read_tweets(path)
+        assert tweets[["id", "raw_text"]].values.tolist() == [expected]
+        assert quarantined.empty

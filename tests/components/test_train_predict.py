@@ -127,6 +127,45 @@ def test_training_options_are_checked():
             TrainConfig(**bad)
 
 
+def test_predict_reads_past_a_bom_and_names_blank_lines(small_model, tmp_path):
+    trained, _ = small_model
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'\xef\xbb\xbf{"text": "first"}\r\n\r\n{"text": "third"}\r\n')
+    report = predict_file(SentimentClassifier.load(trained.model_dir), str(source),
+                          str(tmp_path / "out.jsonl"))
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert (report.predicted, report.errors) == (2, 1)
+    assert [line["text"] for line in lines] == ["first", None, "third"]
+    assert lines[1]["error"] == "line 2: blank line"
+
+
+def test_predict_refuses_to_overwrite_its_input_or_read_a_folder(small_model, tmp_path):
+    trained, _ = small_model
+    classifier = SentimentClassifier.load(trained.model_dir)
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "hi"}\n')
+    with pytest.raises(ValueError, match="is the input file"):
+        predict_file(classifier, str(source), str(tmp_path / "." / "in.jsonl"))
+    with pytest.raises(IsADirectoryError, match="not the folder"):
+        predict_file(classifier, str(tmp_path), str(tmp_path / "out.jsonl"))
+    assert source.read_text() == '{"text": "hi"}\n'
+
+
+def test_a_failed_prediction_leaves_no_partial_file(small_model, tmp_path):
+    trained, _ = small_model
+    classifier = SentimentClassifier.load(trained.model_dir)
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "hi"}\n' * 20)
+
+    def interrupted(ids):
+        raise KeyboardInterrupt
+
+    classifier.predict_ids = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(classifier, str(source), str(tmp_path / "out.jsonl"), chunk_size=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
 def test_predict_refuses_a_folder_as_output_and_writes_nothing(small_model, tmp_path):
     trained, _ = small_model
     source = tmp_path / "in.jsonl"

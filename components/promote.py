@@ -327,13 +327,14 @@ def log_gate_decision(decision: GateDecision) -> None:
 def decision_markdown(decision: GateDecision) -> str:
     """Return the decision as a markdown report with one table row a check."""
     champion = decision.champion
+    again = (" (measured again on the challenger's files)"
+             if champion and champion.remeasured else "")
     lines = [
         f"# Promotion gate: {decision.model_name} version {decision.challenger.version}",
         "",
         f"**{'PROMOTE' if decision.promote else 'KEEP CHAMPION'}**: {decision.summary}",
         "",
-        f"Champion: {f'version {champion.version}' if champion else 'none'}"
-        f"{' (measured again on the challenger files)' if champion and champion.remeasured else ''}. "
+        f"Champion: {f'version {champion.version}' if champion else 'none'}{again}. "
         f"Recall margin {decision.config.recall_margin}, "
         f"failure-rate margin {decision.config.failure_rate_margin}.",
         "",

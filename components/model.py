@@ -426,18 +426,45 @@ def __getattr__(name: str) -> Any:
 
 def load_classifier(model_uri: str) -> SentimentClassifier:
     """Return the classifier behind an MLflow model URI, a pyfunc folder or a model folder."""
+    if not model_uri.strip():
+        raise ValueError("the model URI is empty")
     path = Path(model_uri)
     if (path / CONFIG_FILE).is_file():
-        return SentimentClassifier.load(path)
+        return _load_folder(path, model_uri)
 
     import mlflow
 
     if not (path / "MLmodel").is_file():
+        if "://" not in model_uri and not model_uri.startswith(("models:", "runs:")):
+            raise FileNotFoundError(f"no Sentinova model folder or MLflow model at {model_uri}")
+        from mlflow.exceptions import MlflowException
+
         from sentinova.settings import configure_mlflow
 
-        configure_mlflow()
-        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+        tracking = configure_mlflow()
+        try:
+            path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+        except MlflowException as error:
+            # Most often the command runs against an empty home: say where it looked.
+            raise LookupError(
+                f"{model_uri} is not in the MLflow store at {tracking} ({error.message}); train "
+                "one with `sentinova run`, or point SENTINOVA_HOME or MLFLOW_TRACKING_URI at "
+                "the store that holds it") from None
     # The classifier is read straight from the pyfunc's files: its wrapper and environment
     # checks are not needed to predict.
-    artifacts = mlflow.models.Model.load(path).flavors["python_function"]["artifacts"]
-    return SentimentClassifier.load(path / artifacts["model_dir"]["path"])
+    try:
+        artifacts = mlflow.models.Model.load(path).flavors["python_function"]["artifacts"]
+        folder = path / artifacts["model_dir"]["path"]
+    except Exception as error:
+        raise ValueError(f"{model_uri} is not a Sentinova MLflow model: its MLmodel file cannot "
+                         f"be read ({type(error).__name__}: {error})") from None
+    return _load_folder(folder, model_uri)
+
+
+def _load_folder(folder: Path, model_uri: str) -> SentimentClassifier:
+    """Return the classifier saved in folder, or say plainly that the folder is damaged."""
+    try:
+        return SentimentClassifier.load(folder)
+    except Exception as error:
+        raise ValueError(f"{model_uri} is not a readable Sentinova model ({type(error).__name__}: "
+                         f"{error})") from None

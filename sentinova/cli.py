@@ -32,8 +32,8 @@ Checkpoint = Annotated[Optional[str], typer.Option(
          "WordPiece on the tweets), a local BERT folder, or a hub name when online.")]
 Seed = Annotated[Optional[int], typer.Option(help="Random seed.")]
 Augmentation = Annotated[Optional[float], typer.Option(
-    help="Template augmentation pairs per training tweet (negation, contrast, identity "
-         "statements; default 0.4, 0 for none).")]
+    help="Template augmentation pairs per training tweet, 0 to 5 (negation, contrast, "
+         "identity statements; default 0.4, 0 for none).")]
 
 
 class _WithoutTraceback(logging.Formatter):
@@ -74,7 +74,7 @@ def _quiet_prefect_tracebacks() -> None:
 
 def _train_config(epochs: int | None, max_rows: int | None, checkpoint: str | None,
                   seed: int | None, augmentation_ratio: float | None = None):
-    from components.train import TrainConfig
+    from components.train_config import TrainConfig
 
     overrides = {"epochs": epochs, "max_rows": max_rows, "checkpoint": checkpoint, "seed": seed,
                  "augmentation_ratio": augmentation_ratio}
@@ -118,14 +118,14 @@ def run(inputs: InputFiles, validation: Validation, extra_eval: ExtraEval = None
         augmentation_ratio: Augmentation = None) -> None:
     """Run the main job: the ETL flow, then the training flow; print figures and the model URI."""
     _require_files([*inputs, validation, *(extra_eval or [])])
+    # Checked before Prefect and TensorFlow start, so a bad option fails at once.
+    config = _train_config(epochs, max_rows, checkpoint, seed, augmentation_ratio)
     from flows.pipeline import pipeline_flow
     _quiet_prefect_tracebacks()
 
     report = pipeline_flow(inputs=inputs, validation=str(validation),
                            extra_eval=[str(p) for p in extra_eval or []], suite=suite,
-                           labeller=labeller,
-                           config=_train_config(epochs, max_rows, checkpoint, seed,
-                                                augmentation_ratio))
+                           labeller=labeller, config=config)
     typer.echo(f"ETL: {report.etl.loaded} loaded, {report.etl.duplicates} duplicates skipped, "
                f"{report.etl.quarantined} quarantined")
     _print_training(report.training)
@@ -155,13 +155,14 @@ def train(validation: Validation, extra_eval: ExtraEval = None, suite: Suite = N
           seed: Seed = None, augmentation_ratio: Augmentation = None) -> None:
     """Run the training flow on the warehouse's tweets and register the model."""
     _require_files([validation, *(extra_eval or [])])
+    # Checked before Prefect and TensorFlow start, so a bad option fails at once.
+    config = _train_config(epochs, max_rows, checkpoint, seed, augmentation_ratio)
     from flows.training import training_flow
     _quiet_prefect_tracebacks()
 
     report = training_flow(validation=str(validation),
                            extra_eval=[str(p) for p in extra_eval or []], suite=suite,
-                           config=_train_config(epochs, max_rows, checkpoint, seed,
-                                                augmentation_ratio))
+                           config=config)
     _print_training(report)
 
 

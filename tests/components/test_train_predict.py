@@ -195,3 +195,21 @@ def test_a_warm_started_model_keeps_the_checkpoint_embeddings_and_saves_small(tm
     stored = classifier.keras_model.get_layer("wordpiece_embedding").get_weights()[0]
     folder = bundled_checkpoint()
     np.testing.assert_allclose(stored, checkpoint_embeddings(folder, load_tokenizer(folder)))
+
+
+def test_a_damaged_or_missing_model_is_named_as_such(small_model, tmp_path):
+    import shutil
+
+    from components.model import load_classifier
+
+    trained, _ = small_model
+    damaged = shutil.copytree(trained.model_dir, tmp_path / "damaged")
+    (damaged / "sentinova.json").write_text("{}")
+    with pytest.raises(ValueError, match="is not a readable Sentinova model"):
+        load_classifier(str(damaged))
+    with pytest.raises(FileNotFoundError, match="no Sentinova model folder"):
+        load_classifier(str(tmp_path / "nowhere"))
+    with pytest.raises(LookupError, match="SENTINOVA_HOME"):
+        load_classifier("models:/no-such-model@champion")
+    with pytest.raises(ValueError, match="empty"):
+        load_classifier(" ")

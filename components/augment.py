@@ -180,14 +180,19 @@ def hedged_negation(rng: random.Random) -> tuple[str, str]:
     return rng.choice(frames), label
 
 
+def _opposed(rng: random.Random) -> tuple[str, str, str, str, tuple, tuple]:
+    """Return two opposite polarities, then an adjective of each and a verb of each."""
+    first, second = rng.choice(((POSITIVE, NEGATIVE), (NEGATIVE, POSITIVE)))
+    adjectives = {POSITIVE: POSITIVE_ADJECTIVES, NEGATIVE: NEGATIVE_ADJECTIVES}
+    verbs = {POSITIVE: POSITIVE_VERBS, NEGATIVE: NEGATIVE_VERBS}
+    return (first, second, rng.choice(adjectives[first]), rng.choice(adjectives[second]),
+            rng.choice(verbs[first]), rng.choice(verbs[second]))
+
+
 def changed_mind(rng: random.Random) -> tuple[str, str]:
     """A past opinion and a present one: the present opinion decides."""
     thing = rng.choice(THINGS)
-    before, now = rng.choice(((POSITIVE, NEGATIVE), (NEGATIVE, POSITIVE)))
-    adjs = {POSITIVE: POSITIVE_ADJECTIVES, NEGATIVE: NEGATIVE_ADJECTIVES}
-    verbs = {POSITIVE: POSITIVE_VERBS, NEGATIVE: NEGATIVE_VERBS}
-    old, new = rng.choice(adjs[before]), rng.choice(adjs[now])
-    old_verb, new_verb = rng.choice(verbs[before]), rng.choice(verbs[now])
+    _, now, old, new, old_verb, new_verb = _opposed(rng)
     frames = (f"I used to {old_verb[0]} the {thing}, but now I {new_verb[0]} it",
               f"The {thing} was {old} before, now it is {new}",
               f"Back then the {thing} seemed {old}; these days it is {new}",
@@ -200,11 +205,7 @@ def changed_mind(rng: random.Random) -> tuple[str, str]:
 def own_opinion(rng: random.Random) -> tuple[str, str]:
     """Others' opinion against the writer's: the writer's decides."""
     thing, others = _pick(rng, THINGS, OTHERS)
-    mine, theirs = rng.choice(((POSITIVE, NEGATIVE), (NEGATIVE, POSITIVE)))
-    adjs = {POSITIVE: POSITIVE_ADJECTIVES, NEGATIVE: NEGATIVE_ADJECTIVES}
-    verbs = {POSITIVE: POSITIVE_VERBS, NEGATIVE: NEGATIVE_VERBS}
-    my_adj, their_adj = rng.choice(adjs[mine]), rng.choice(adjs[theirs])
-    my_verb, their_verb = rng.choice(verbs[mine]), rng.choice(verbs[theirs])
+    mine, _, my_adj, their_adj, my_verb, their_verb = _opposed(rng)
     frames = (f"{others.capitalize()} {their_verb[0]} the {thing}, but I {my_verb[0]} it",
               f"I think the {thing} is {my_adj}, though {others} find it {their_adj}",
               f"{others.capitalize()} say the {thing} is {their_adj}; I say it's {my_adj}",

@@ -55,18 +55,25 @@ def test_validation_quarantines_bad_rows_and_drops_repeated_ids(tmp_path):
                                             "unknown label 'joyful'"]
 
 
-def test_a_load_waits_for_another_process_to_release_the_file(tmp_path):
+def _hold_lock(path, seconds: int):
+    """Start a process that holds the DuckDB file for `seconds`; return it once it does."""
     import subprocess
     import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         f"print('held', flush=True); time.sleep({seconds})", str(path)],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_load_waits_for_another_process_to_release_the_file(tmp_path):
     import time
 
     path = tmp_path / "w.duckdb"
     DuckDBWarehouse(path).load(_tweets(["1"]), _quarantine([]))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-         "print('held', flush=True); time.sleep(3)", str(path)],
-        stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
+    holder = _hold_lock(path, 3)
     started = time.monotonic()
 
     result = DuckDBWarehouse(path).load(_tweets(["2"]), _quarantine([]))
@@ -76,19 +83,12 @@ def test_a_load_waits_for_another_process_to_release_the_file(tmp_path):
 
 
 def test_a_lock_held_past_the_wait_is_a_clear_error(tmp_path):
-    import subprocess
-    import sys
-
     import duckdb
 
     path = tmp_path / "w.duckdb"
     DuckDBWarehouse(path).load(_tweets(["1"]), _quarantine([]))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-         "print('held', flush=True); time.sleep(30)", str(path)],
-        stdout=subprocess.PIPE, text=True)
+    holder = _hold_lock(path, 30)
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(duckdb.IOException, match="Could not set lock"):
             DuckDBWarehouse(path)._connect(wait_seconds=1.0)
     finally:

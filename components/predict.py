@@ -49,7 +49,7 @@ def _chunks(path: Path, size: int) -> Iterator[list[tuple[str | None, str | None
                              if isinstance(record, dict) and isinstance(record.get(f), str)),
                             None)
                 if text is None:
-                    chunk.append((None, f"line {number}: no text or rawContent field"))
+                    chunk.append((None, f"line {number}: no text or rawContent string"))
                 elif not text.strip():
                     # Nothing to read a sentiment from: a label here would be made up.
                     chunk.append((None, f"line {number}: empty text"))

@@ -162,7 +162,8 @@ def _recall_check(challenger: VersionFigures, champion: VersionFigures, margin: 
                          passed=True, note="champion has no validation macro recall to beat")
     limit = theirs - margin
     passed = mine >= limit
-    note = f"{mine:.4f} {'>=' if passed else '<'} champion {theirs:.4f} - margin {margin:.4f}"
+    note = (f"validation macro recall {mine:.4f} {'>=' if passed else '<'} champion "
+            f"{theirs:.4f} - margin {margin:.4f}")
     return GateCheck(name=RECALL, challenger=mine, reference=theirs, limit=limit,
                      passed=passed, note=note)
 
@@ -177,7 +178,8 @@ def _failure_check(challenger: VersionFigures, champion: VersionFigures, margin:
                          passed=True, note="champion has no behavioural failure rate to beat")
     limit = theirs + margin
     passed = mine <= limit
-    note = f"{mine:.4f} {'<=' if passed else '>'} champion {theirs:.4f} + margin {margin:.4f}"
+    note = (f"behavioural mean failure rate {mine:.4f} {'<=' if passed else '>'} champion "
+            f"{theirs:.4f} + margin {margin:.4f}")
     return GateCheck(name=MEAN_FAILURE, challenger=mine, reference=theirs, limit=limit,
                      passed=passed, note=note)
 
@@ -275,7 +277,8 @@ def remeasure(version: int, validation: str, suite: str | None,
                           val_macro_recall=result.macro_recall,
                           behaviour_mean_failure_rate=report.mean_failure_rate,
                           failure_rates=rates, remeasured=True,
-                          **measured_on_tags(validation, suite))
+                          validation_sha256=file_sha256(validation),
+                          suite_sha256=suite_sha256(suite))
 
 
 def evaluate_gate(

@@ -117,7 +117,7 @@ def run(inputs: InputFiles, validation: Validation, extra_eval: ExtraEval = None
         max_rows: MaxRows = None, checkpoint: Checkpoint = None, seed: Seed = None,
         augmentation_ratio: Augmentation = None) -> None:
     """Run the main job: the ETL flow, then the training flow; print figures and the model URI."""
-    _require_files([*inputs, validation, *(extra_eval or [])])
+    _require_files([*inputs, validation, *(extra_eval or []), *([suite] if suite else [])])
     # Checked before Prefect and TensorFlow start, so a bad option fails at once.
     config = _train_config(epochs, max_rows, checkpoint, seed, augmentation_ratio)
     from flows.pipeline import pipeline_flow
@@ -154,7 +154,7 @@ def train(validation: Validation, extra_eval: ExtraEval = None, suite: Suite = N
           epochs: Epochs = None, max_rows: MaxRows = None, checkpoint: Checkpoint = None,
           seed: Seed = None, augmentation_ratio: Augmentation = None) -> None:
     """Run the training flow on the warehouse's tweets and register the model."""
-    _require_files([validation, *(extra_eval or [])])
+    _require_files([validation, *(extra_eval or []), *([suite] if suite else [])])
     # Checked before Prefect and TensorFlow start, so a bad option fails at once.
     config = _train_config(epochs, max_rows, checkpoint, seed, augmentation_ratio)
     from flows.training import training_flow
@@ -183,17 +183,20 @@ def predict(input: Annotated[Path, typer.Option(
     # A terminated run unwinds like Ctrl-C, so predict_file can remove its unfinished output.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = get_settings()
-    uri = model or f"models:/{settings.model_name}@{settings.champion_alias}"
+    # An empty --model is a mistake to report, not a request for the champion.
+    champion = f"models:/{settings.model_name}@{settings.champion_alias}"
+    uri = model if model is not None else champion
     started = time.perf_counter()
     classifier = load_classifier(uri)
     loaded = time.perf_counter() - started
     report = predict_file(classifier, str(input), str(output))
-    typer.echo(f"{report.lines} lines -> {report.output} ({report.errors} unreadable) in "
+    lines = f"{report.lines} line{'' if report.lines == 1 else 's'}"
+    typer.echo(f"{lines} -> {report.output} ({report.errors} unreadable) in "
                f"{report.seconds:.2f} s, {report.tweets_per_second:,.0f} tweets/s; the model "
                f"loaded in {loaded:.1f} s before that", err=True)
-    if report.lines and not report.predicted:
-        raise RuntimeError(f"no line of {input} held a tweet text (see the error lines in "
-                           f"{report.output})")
+    if not report.predicted:
+        raise RuntimeError(f"no line of {input} held a tweet text" + (
+            f" (see the error lines in {report.output})" if report.lines else ": it is empty"))
 
 
 def _register_commands() -> None:

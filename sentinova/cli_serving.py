@@ -55,7 +55,7 @@ def serve(
                  "max_inputs": max_inputs, "max_batch_texts": max_batch,
                  "max_wait_ms": max_wait_ms, "micro_batch": micro_batch}
     config = ServeConfig(**{key: value for key, value in overrides.items() if value is not None})
-    serve_model(model or _champion_uri(), config)
+    serve_model(model if model is not None else _champion_uri(), config)
 
 
 def promote(

@@ -44,7 +44,7 @@ class TweetsLanded(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str = Field(min_length=1, description="Path or URI of the tweet file")
-    rows: int = Field(ge=1, description="Rows in the file")
+    rows: int = Field(ge=1, strict=True, description="Rows in the file")
     source: str | None = Field(default=None, description="Who or what wrote the file")
 
     @field_validator("path")
@@ -53,6 +53,8 @@ class TweetsLanded(BaseModel):
         # A worker on another directory (or host) would read a relative path somewhere else.
         if "://" not in value and not value.startswith("snscrape:") and not value.startswith("/"):
             raise ValueError("must be an absolute path or a URI, not a relative path")
+        if any(ord(character) < 32 for character in value):
+            raise ValueError("must not contain control characters")
         return value
 
 

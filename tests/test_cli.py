@@ -97,3 +97,32 @@ def test_prefect_console_shows_a_failure_without_its_traceback(monkeypatch):
     assert shown == "ERROR task failed: bad input"
     # Only the console is spared: the record keeps its traceback for every other handler.
     assert "Traceback" in kept and "ValueError: bad input" in kept
+
+
+def test_a_missing_suite_file_fails_before_anything_starts(tmp_path, shared_data):
+    from tests.conftest import VALIDATION_FILE
+
+    result = _sentinova("train", "--validation", str(VALIDATION_FILE),
+                        "--suite", str(tmp_path / "no-suite.json"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: FileNotFoundError: file not found: {tmp_path / 'no-suite.json'}")
+
+
+def test_predict_refuses_an_empty_input_and_an_empty_model(tmp_path):
+    from tests.flows.test_deploy_flow import build_tiny_model
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("")
+    empty_input = _sentinova("predict", "--model", str(build_tiny_model(tmp_path / "m")),
+                             "--input", str(source), "--output", str(tmp_path / "out.jsonl"))
+    source.write_text('{"text": "hi"}\n')
+    empty_model = _sentinova("predict", "--model", "", "--input", str(source),
+                             "--output", str(tmp_path / "out.jsonl"))
+
+    assert empty_model.returncode == 1
+    assert empty_model.stderr.strip().splitlines()[-1] == (
+        "error: ValueError: the model URI is empty")
+    assert empty_input.returncode == 1
+    assert empty_input.stderr.strip().splitlines()[-1] == (
+        f"error: RuntimeError: no line of {source} held a tweet text: it is empty")

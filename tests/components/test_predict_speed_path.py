@@ -151,7 +151,7 @@ def test_predict_file_writes_one_line_per_input_line_across_chunks(saved_models,
     assert (report.lines, report.predicted, report.errors) == (len(lines), len(texts), 2)
     assert [row["text"] for row in written] == texts[:3] + [None, None] + texts[3:]
     assert [row.get("error") for row in written[3:5]] == [
-        "line 4: invalid JSON", "line 5: no text or rawContent field"]
+        "line 4: invalid JSON", "line 5: no text or rawContent string"]
     predicted = [row for row in written if row["text"] is not None]
     expected = classifier.predict_proba(texts)
     np.testing.assert_allclose([row["probs"] for row in predicted], expected, atol=1e-5)

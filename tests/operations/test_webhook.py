@@ -108,6 +108,9 @@ def test_a_body_that_is_not_json_gets_400(client):
     ({"path": "/data/x.jsonl", "rows": "many"}, "rows: Input should be a valid integer"),
     ({"path": "/data/x.jsonl", "rows": 3, "colour": "red"}, "colour: Extra inputs"),
     ({"path": "landing/x.jsonl", "rows": 3}, "path: Value error, must be an absolute path"),
+    ({"path": "/data/x\u0000y.jsonl", "rows": 3}, "path: Value error, must not contain control"),
+    ({"path": "/data/x.jsonl", "rows": "3"}, "rows: Input should be a valid integer"),
+    ({"path": "/data/x.jsonl", "rows": True}, "rows: Input should be a valid integer"),
     ([1, 2], "body: Input should be a valid dictionary"),
 ])
 def test_a_notice_lacking_or_mistyping_fields_gets_400(client, notice, problem):

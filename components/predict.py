@@ -30,33 +30,32 @@ class PredictionReport(BaseModel):
     tweets_per_second: float
 
 
+def _read_line(number: int, line: bytes) -> tuple[str | None, str | None]:
+    """Return (text, None) for a line holding a tweet, else (None, why it holds none)."""
+    if number == 1 and line.startswith(UTF8_BOM):
+        line = line[len(UTF8_BOM):]
+    if not line.strip():
+        return None, f"line {number}: blank line"
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None, f"line {number}: invalid JSON"
+    text = next((record[f] for f in TEXT_FIELDS
+                 if isinstance(record, dict) and isinstance(record.get(f), str)), None)
+    if text is None:
+        return None, f"line {number}: no text or rawContent string"
+    if not text.strip():
+        # Nothing to read a sentiment from: a label here would be made up.
+        return None, f"line {number}: empty text"
+    return text, None
+
+
 def _chunks(path: Path, size: int) -> Iterator[list[tuple[str | None, str | None]]]:
     """Yield lists of (text, error) read from JSONL, `size` lines at a time."""
     chunk: list[tuple[str | None, str | None]] = []
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
-            if number == 1 and line.startswith(UTF8_BOM):
-                line = line[len(UTF8_BOM):]
-            if not line.strip():
-                chunk.append((None, f"line {number}: blank line"))
-                if len(chunk) == size:
-                    yield chunk
-                    chunk = []
-                continue
-            try:
-                record = orjson.loads(line)
-                text = next((record[f] for f in TEXT_FIELDS
-                             if isinstance(record, dict) and isinstance(record.get(f), str)),
-                            None)
-                if text is None:
-                    chunk.append((None, f"line {number}: no text or rawContent string"))
-                elif not text.strip():
-                    # Nothing to read a sentiment from: a label here would be made up.
-                    chunk.append((None, f"line {number}: empty text"))
-                else:
-                    chunk.append((text, None))
-            except orjson.JSONDecodeError:
-                chunk.append((None, f"line {number}: invalid JSON"))
+            chunk.append(_read_line(number, line))
             if len(chunk) == size:
                 yield chunk
                 chunk = []

@@ -264,24 +264,19 @@ def test_a_champion_measured_on_other_files_is_measured_again_on_the_challengers
         registry, tmp_path, shared_data):
     from components.behaviour import resolve_suite, run_suite
     from components.evaluate import evaluate_model
-    from components.model import SentinovaPyfunc, load_classifier
+    from components.model import load_classifier
     from components.promote import SUITE_TAG, VALIDATION_TAG, measured_on_tags
     from tests.conftest import VALIDATION_FILE, sample_lines
-    from tests.flows.test_deploy_flow import build_tiny_model
+    from tests.flows.test_deploy_flow import build_tiny_model, register_model_dir
 
     model_dir = build_tiny_model(tmp_path / "model")
     validation = str(sample_lines(VALIDATION_FILE, tmp_path / "val.jsonl", 200))
-    versions = []
     # The champion logged figures from another suite (0.01); the challenger from the built-in.
-    for tags, failure in (({VALIDATION_TAG: "elsewhere", SUITE_TAG: "other-suite"}, 0.01),
-                          (measured_on_tags(validation, None), 0.30)):
-        with mlflow.start_run(tags=tags):
-            mlflow.log_metrics({"val_macro_recall": 0.9, "behaviour_mean_failure_rate": failure})
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=SentinovaPyfunc(),
-                artifacts={"model_dir": str(model_dir)}, pip_requirements=["tensorflow-cpu"],
-                registered_model_name=get_settings().model_name)
-        versions.append(int(info.registered_model_version))
+    versions = [
+        register_model_dir(model_dir, {"val_macro_recall": 0.9,
+                                       "behaviour_mean_failure_rate": failure}, tags)
+        for tags, failure in (({VALIDATION_TAG: "elsewhere", SUITE_TAG: "other-suite"}, 0.01),
+                              (measured_on_tags(validation, None), 0.30))]
     promote(versions[0], who="test", why="first")
 
     decision = evaluate_gate(versions[1], GateConfig(), validation=validation, suite=None)

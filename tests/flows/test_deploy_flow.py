@@ -49,10 +49,24 @@ def build_tiny_model(model_dir: Path) -> Path:
     return SentimentClassifier(model, tokenizer, max_len=32).save(model_dir)
 
 
+def register_model_dir(model_dir: Path, metrics: dict[str, float] | None = None,
+                       tags: dict[str, str] | None = None) -> int:
+    """Register a saved model folder as a new version of the settings' model; return it."""
+    from components.model import SentinovaPyfunc
+
+    with mlflow.start_run(tags=tags):
+        if metrics:
+            mlflow.log_metrics(metrics)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=SentinovaPyfunc(),
+            artifacts={"model_dir": str(model_dir)}, pip_requirements=["tensorflow-cpu"],
+            registered_model_name=get_settings().model_name)
+    return int(info.registered_model_version)
+
+
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory, prefect_harness, shared_data):
     """A SENTINOVA_HOME whose registry holds two versions of a tiny real model, v1 champion."""
-    from components.model import SentinovaPyfunc
 
     work = tmp_path_factory.mktemp("deploy")
     with pytest.MonkeyPatch.context() as patch:
@@ -61,14 +75,7 @@ def registered(tmp_path_factory, prefect_harness, shared_data):
         get_settings.cache_clear()
         configure_mlflow()
         model_dir = build_tiny_model(work / "model")
-        versions = []
-        for _ in range(2):
-            with mlflow.start_run():
-                info = mlflow.pyfunc.log_model(
-                    name="model", python_model=SentinovaPyfunc(),
-                    artifacts={"model_dir": str(model_dir)}, pip_requirements=["tensorflow-cpu"],
-                    registered_model_name=get_settings().model_name)
-            versions.append(int(info.registered_model_version))
+        versions = [register_model_dir(model_dir) for _ in range(2)]
         promote(versions[0], who="test", why="first model")
         yield {"versions": versions, "work": work}
     get_settings.cache_clear()

@@ -82,9 +82,13 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str, str]]:
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line), line
+                record = json.loads(line)
             except json.JSONDecodeError as error:
                 yield number, f"invalid JSON: {error.msg} at column {error.colno}", line
+                continue
+            # A string here would read as a quarantine reason: name the problem instead.
+            yield number, (record if isinstance(record, dict)
+                           else "record is not a JSON object"), line
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | str, str]]:

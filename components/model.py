@@ -450,6 +450,9 @@ def load_classifier(model_uri: str) -> SentimentClassifier:
                 f"{model_uri} is not in the MLflow store at {tracking} ({error.message}); train "
                 "one with `sentinova run`, or point SENTINOVA_HOME or MLFLOW_TRACKING_URI at "
                 "the store that holds it") from None
+        except Exception as error:  # other schemes fail inside MLflow's artifact repositories
+            raise LookupError(f"cannot read an MLflow model from {model_uri} "
+                              f"({type(error).__name__}: {error})") from None
     # The classifier is read straight from the pyfunc's files: its wrapper and environment
     # checks are not needed to predict.
     try:

@@ -105,6 +105,8 @@ def _parse_json(text: str) -> list[str]:
         payload = json.loads(text)
     except json.JSONDecodeError as error:
         raise RequestError(400, f"malformed JSON: {error.msg} at line {error.lineno}") from None
+    except RecursionError:
+        raise RequestError(400, "malformed JSON: nested too deeply") from None
 
     if not isinstance(payload, dict) or "inputs" not in payload:
         raise RequestError(400, 'JSON body must be an object {"inputs": ["tweet", ...]}')
@@ -114,7 +116,10 @@ def _parse_json(text: str) -> list[str]:
     for index, tweet in enumerate(inputs):
         if not isinstance(tweet, str):
             kind = type(tweet).__name__
-            raise RequestError(400, f'"inputs"[{index}] is a {kind}, not a tweet string')
+            raise RequestError(400, f'"inputs"[{index}] is of type {kind}, not a tweet string')
+        if not tweet.strip():
+            # As in `sentinova predict`: there is no sentiment to read in an empty text.
+            raise RequestError(400, f'"inputs"[{index}] is an empty text')
         # A lone surrogate (a JSON escape such as \ud800) is no Unicode text; caught here, it
         # fails its own request instead of the micro-batch it would have joined.
         try:

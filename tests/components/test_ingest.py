@@ -77,3 +77,11 @@ def test_a_byte_order_mark_at_the_start_is_not_part_of_the_first_row(tmp_path):
         tweets, quarantined = read_tweets(path)
         assert tweets[["id", "raw_text"]].values.tolist() == [expected]
         assert quarantined.empty
+
+
+def test_a_line_that_is_a_json_string_is_quarantined_as_not_an_object(tmp_path):
+    source = tmp_path / "t.jsonl"
+    source.write_text('"str"\n[1, 2]\n{"id": "1", "text": "ok"}\n')
+    tweets, quarantined = read_tweets(source)
+    assert tweets["id"].tolist() == ["1"]
+    assert quarantined["reason"].tolist() == ["record is not a JSON object"] * 2

@@ -131,7 +131,8 @@ def test_csv_invocation_reads_one_tweet_a_line_and_quoted_records(server):
         (b'{"inputs": []}', "application/json", 400, "empty"),
         (b'{"tweets": ["a"]}', "application/json", 400, '{"inputs"'),
         (b'{"inputs": "a"}', "application/json", 400, "must be a list"),
-        (b'{"inputs": ["a", 3]}', "application/json", 400, '"inputs"[1] is a int'),
+        (b'{"inputs": ["a", 3]}', "application/json", 400, '"inputs"[1] is of type int'),
+        (b'{"inputs": ["a", "  "]}', "application/json", 400, '"inputs"[1] is an empty text'),
         (b'{"inputs": ["a", "\\ud800 x"]}', "application/json", 400, "not valid Unicode"),
         (b"\xff\xfe", "application/json", 400, "UTF-8"),
         (b"\n\n", "text/csv", 400, "empty"),
@@ -298,3 +299,11 @@ def test_serving_on_a_taken_port_fails_before_loading_a_model(tmp_path):
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
             serve_model(str(tmp_path), ServeConfig(port=port))
     assert time.perf_counter() - started < 5
+
+
+def test_json_nested_past_the_recursion_limit_is_a_400_not_a_crash():
+    from components.serve import RequestError, _parse_json
+
+    with pytest.raises(RequestError, match="nested too deeply") as refused:
+        _parse_json("[" * 100_000 + "]" * 100_000)
+    assert refused.value.status == 400

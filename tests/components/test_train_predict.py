@@ -213,3 +213,5 @@ def test_a_damaged_or_missing_model_is_named_as_such(small_model, tmp_path):
         load_classifier("models:/no-such-model@champion")
     with pytest.raises(ValueError, match="empty"):
         load_classifier(" ")
+    with pytest.raises(LookupError, match="cannot read an MLflow model from http"):
+        load_classifier("http://127.0.0.1:9/no-model")
